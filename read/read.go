@@ -1,0 +1,109 @@
+// Package read is the query side: the views that GraphQL resolves from, and the read-model port
+// that the projector keeps up to date. Adapters live in read/sqlite and read/sqlserver and pass the
+// shared suite in read/readtest.
+package read
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/postgate/postgate/write"
+)
+
+// Post is a post as the read model holds it.
+type Post struct {
+	ID           string
+	Author       string
+	Message      string
+	CreatedAt    time.Time
+	EditedAt     *time.Time
+	Likes        int64
+	LikeVersion  int64 // counts the like changes applied to this post; orders LikeCount messages
+	CommentCount int64
+	Version      int64 // the version of the post's own stream (write.PostStream) applied so far
+}
+
+// Comment is a live comment as the read model holds it.
+type Comment struct {
+	ID        string
+	PostID    string
+	Author    string
+	Text      string
+	CreatedAt time.Time
+	EditedAt  *time.Time
+}
+
+// PostOrder orders a page of posts.
+type PostOrder int
+
+// The orders of Posts. Every order has a total keyset (ties broken by id) so cursors are stable.
+const (
+	Newest PostOrder = iota
+	Oldest
+	MostLiked
+)
+
+// PostFilter selects a page of posts. Deleted posts never match.
+type PostFilter struct {
+	Author       string // "" for all authors
+	MinLikes     int64  // 0 for no bound
+	WithComments bool   // only posts that have at least one comment
+	Order        PostOrder
+	First        int    // page size, 1..100
+	After        string // opaque cursor from a previous page, "" for the first page
+}
+
+// PostPage is one page of posts with a cursor per post.
+type PostPage struct {
+	Posts   []Post
+	Cursors []string
+	HasNext bool
+}
+
+// Change tells what a committed projection batch did to one post, after the commit (never before).
+type Change struct {
+	PostID      string
+	Version     int64 // post stream version now in the read model
+	LikeVersion int64
+	Likes       int64
+	Created     bool // the batch created the post
+	Deleted     bool // the batch deleted the post
+	Content     bool // message or comments changed
+	LikesChange bool // the like count changed
+}
+
+// ErrBadCursor is returned by Posts for a cursor it did not issue.
+var ErrBadCursor = errors.New("invalid cursor")
+
+// ErrGap is returned by Apply when an event's stream predecessor has not been applied: the caller
+// must fetch the missing events from the event store and apply them first.
+var ErrGap = errors.New("event stream gap")
+
+// Queries are what the gateway resolves from.
+type Queries interface {
+	// Post returns a live post; ok is false when it is absent or deleted.
+	Post(ctx context.Context, id string) (p Post, ok bool, err error)
+	// Posts returns one page. ErrBadCursor for a foreign cursor.
+	Posts(ctx context.Context, f PostFilter) (PostPage, error)
+	// Comments returns the live comments of each post id, oldest first, in one query per call.
+	Comments(ctx context.Context, postIDs []string) (map[string][]Comment, error)
+	// LikedBy reports which of postIDs user currently likes, in one query per call.
+	LikedBy(ctx context.Context, user string, postIDs []string) (map[string]bool, error)
+	// StreamVersion returns the version of stream applied to the read model, 0 if none.
+	StreamVersion(ctx context.Context, stream string) (int64, error)
+}
+
+// Model is the whole read-model port: queries plus what the projector needs.
+type Model interface {
+	Queries
+	// Apply applies events in one transaction, in slice order, and returns what changed per post.
+	// Idempotent: an event whose stream version is already applied changes nothing. Events of
+	// one stream must arrive in version order; a missing predecessor fails the whole batch with
+	// ErrGap and nothing is applied. Events on a deleted or unknown post change nothing but are
+	// recorded as applied.
+	Apply(ctx context.Context, events []write.Event) ([]Change, error)
+	// Ping checks that the database answers (readiness).
+	Ping(ctx context.Context) error
+	Close() error
+}
