@@ -100,8 +100,9 @@ type Model interface {
 	// Apply applies events in one transaction, in slice order, and returns what changed per post.
 	// Idempotent: an event whose stream version is already applied changes nothing. Events of
 	// one stream must arrive in version order; a missing predecessor fails the whole batch with
-	// ErrGap and nothing is applied. Events on a deleted or unknown post change nothing but are
-	// recorded as applied.
+	// ErrGap and nothing is applied. So does an event of a post whose post.created has not been
+	// applied yet (a like can overtake its post when a fast-path publish failed and the relay
+	// publishes the post later). Events on a deleted post change nothing but are recorded as applied.
 	Apply(ctx context.Context, events []write.Event) ([]Change, error)
 	// Ping checks that the database answers (readiness).
 	Ping(ctx context.Context) error
