@@ -1,0 +1,90 @@
+// Package mongotest gives tests a MongoDB-compatible server: the one named by
+// POSTGATE_TEST_MONGO_URI when it is set (a real MongoDB, as in CI with Docker), otherwise an
+// embedded FerretDB on 127.0.0.1 with an in-memory SQLite backend.
+//
+// It is for tests only: it imports FerretDB, which must never reach the postgate binary, so only
+// _test.go files may import this package.
+package mongotest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/FerretDB/FerretDB/ferretdb"
+)
+
+// EnvURI names the environment variable that points the tests at a real MongoDB.
+const EnvURI = "POSTGATE_TEST_MONGO_URI"
+
+// server is the one embedded FerretDB of this test binary. ferretdb.New writes a package
+// variable, so parallel tests must not each start one; a database per test isolates them
+// instead. It runs until the test binary exits.
+var server struct {
+	once sync.Once
+	uri  string
+	err  error
+}
+
+// Real reports whether the tests run against a real MongoDB (POSTGATE_TEST_MONGO_URI is set).
+func Real() bool { return os.Getenv(EnvURI) != "" }
+
+// URI returns the connection string of the test server, starting the embedded FerretDB on first
+// use. The test fails when the server cannot be started.
+func URI(tb testing.TB) string {
+	tb.Helper()
+	if uri := os.Getenv(EnvURI); uri != "" {
+		return uri
+	}
+	server.once.Do(func() { server.uri, server.err = startFerretDB() })
+	if server.err != nil {
+		tb.Fatalf("start ferretdb: %v", server.err)
+	}
+	return server.uri
+}
+
+// startFerretDB starts the embedded server and waits until it accepts connections.
+func startFerretDB() (string, error) {
+	dir, err := os.MkdirTemp("", "postgate-ferretdb-")
+	if err != nil {
+		return "", fmt.Errorf("temp dir: %w", err)
+	}
+	// The in-memory SQLite mode keeps no files (the directory only names the databases) and is
+	// much faster than files on a loaded machine; the tests need no durability.
+	f, err := ferretdb.New(&ferretdb.Config{
+		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
+		Handler:   "sqlite",
+		SQLiteURL: "file:" + dir + "/?mode=memory",
+		Logger:    slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		return "", fmt.Errorf("new: %w", err)
+	}
+	// Run must be started before MongoDBURI, which waits for the listener Run opens.
+	go func() { _ = f.Run(context.Background()) }()
+	done := make(chan string, 1)
+	go func() { done <- f.MongoDBURI() }()
+	select {
+	case uri := <-done:
+		return uri, nil
+	case <-time.After(60 * time.Second):
+		return "", fmt.Errorf("no listener after 60 s")
+	}
+}
+
+// Database returns a fresh database name for tb (prefix "postgate_test_"), so that tests, and
+// runs against a shared real server, never see each other's data.
+func Database(tb testing.TB) string {
+	tb.Helper()
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		tb.Fatalf("random database name: %v", err)
+	}
+	return "postgate_test_" + hex.EncodeToString(b[:])
+}
