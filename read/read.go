@@ -108,3 +108,48 @@ type Model interface {
 	Ping(ctx context.Context) error
 	Close() error
 }
+
+// StoredPost is a post row as the read model keeps it, deleted ones included. Only Dump returns it:
+// queries never show a deleted post.
+type StoredPost struct {
+	Post
+	Deleted bool
+}
+
+// Like is one user's current like of one post.
+type Like struct {
+	PostID string
+	User   string
+}
+
+// State is the whole content of the active generation of a read model, as Verify compares it with
+// a fold of the event store. Slices are sorted by post id (then comment id, then user).
+type State struct {
+	Posts    []StoredPost
+	Comments []Comment
+	Likes    []Like
+	Streams  map[string]int64 // applied version per stream
+}
+
+// Inspector is implemented by read models that can list their content; Verify needs it.
+type Inspector interface {
+	// Dump returns the content of the active generation, read in one transaction.
+	Dump(ctx context.Context) (State, error)
+}
+
+// Generations is implemented by read models that can be rebuilt beside the live data: a new
+// generation is filled from the event store while the active one keeps serving queries and Apply,
+// then Activate switches every reader and writer, in every process sharing the database, atomically.
+type Generations interface {
+	// NewGeneration discards every inactive generation left behind (by a crashed rebuild) and
+	// returns the number of a new, empty, inactive one.
+	NewGeneration(ctx context.Context) (int64, error)
+	// ApplyTo is Apply into generation gen, active or not. ErrGap as for Apply.
+	ApplyTo(ctx context.Context, gen int64, events []write.Event) ([]Change, error)
+	// Activate makes gen the generation that queries and Apply use, and returns the one it replaced.
+	Activate(ctx context.Context, gen int64) (old int64, err error)
+	// DropGeneration deletes the rows of an inactive generation. It refuses the active one.
+	DropGeneration(ctx context.Context, gen int64) error
+	// ActiveGeneration returns the generation that queries and Apply use now.
+	ActiveGeneration(ctx context.Context) (int64, error)
+}

@@ -1,0 +1,106 @@
+// Package sqlmodel is the read model over database/sql that the SQLite and SQL Server adapters share:
+// the projection logic (what an event does to posts, likes, comments and the applied versions) and
+// the query plumbing live here once; each adapter supplies only its SQL text through Dialect.
+// It imports no driver.
+package sqlmodel
+
+import (
+	"strings"
+
+	"github.com/postgate/postgate/read"
+)
+
+// Column counts of the multi-row statements, so that batches can be cut under a dialect's
+// parameter limit.
+const (
+	PostCols    = 11 // gen, id, author, message, created_at, edited_at, likes, like_version, comment_count, version, deleted
+	LikeCols    = 3  // gen, post_id, user_id
+	AppliedCols = 4  // gen, stream, post_id, version
+)
+
+// Dialect is the SQL text of one database. Every method is pure: the same input gives the same
+// statement, which is what the golden tests of the SQL Server adapter pin. Placeholders are the
+// dialect's own; argument order is documented per method.
+type Dialect interface {
+	// Name is the sqlx bind name ("sqlite", "sqlserver").
+	Name() string
+	// MaxParams is the most parameters one statement may carry.
+	MaxParams() int
+
+	// ActiveGen returns the active generation. No arguments.
+	ActiveGen() string
+	// SelectApplied returns (stream, version) rows. Args: gen, n streams.
+	SelectApplied(n int) string
+	// SelectPosts returns full post rows (PostCols minus gen, deleted included). Args: gen, n ids.
+	SelectPosts(n int) string
+	// SelectLikes returns (post_id, user_id) rows. Args: gen, nPosts post ids, nUsers users.
+	SelectLikes(nPosts, nUsers int) string
+	// UpsertPosts inserts or replaces n full post rows. Args: PostCols per row.
+	UpsertPosts(n int) string
+	// InsertLikes inserts n like rows, ignoring ones that exist. Args: LikeCols per row.
+	InsertLikes(n int) string
+	// DeleteLike deletes one like. Args: gen, post_id, user_id.
+	DeleteLike() string
+	// InsertComment adds a comment. Args: gen, post_id, id, author, text, created_at.
+	InsertComment() string
+	// UpdateComment edits a comment. Args: text, edited_at, gen, post_id, id.
+	UpdateComment() string
+	// DeleteComment removes a comment. Args: gen, post_id, id.
+	DeleteComment() string
+	// UpsertApplied records n applied stream versions. Args: AppliedCols per row.
+	UpsertApplied(n int) string
+
+	// Post returns one live post of the active generation. Args: id.
+	Post() string
+	// Posts returns one page (First+1 rows, to tell HasNext) and its arguments.
+	Posts(f read.PostFilter, after *Cursor) (string, []any)
+	// Comments returns live comments of n posts, oldest first. Args: n post ids.
+	Comments(n int) string
+	// LikedBy returns the post ids among n that user likes. Args: user, n post ids.
+	LikedBy(n int) string
+	// StreamVersion returns the applied version of a stream. Args: stream.
+	StreamVersion() string
+
+	// NextGen reserves a generation number and returns it. No arguments; run in a transaction.
+	NextGen() []string
+	// SetActive makes a generation active. Args: gen.
+	SetActive() string
+	// DeleteGen deletes the rows of one generation from one of Tables. Args: gen.
+	DeleteGen(table string) string
+	// DeleteInactive deletes the rows of every inactive generation from one of Tables. No arguments.
+	DeleteInactive(table string) string
+	// DumpPosts, DumpComments, DumpLikes, DumpApplied list the active generation. No arguments.
+	DumpPosts() string
+	DumpComments() string
+	DumpLikes() string
+	DumpApplied() string
+}
+
+// Tables are the tables that hold generation rows.
+var Tables = []string{"posts", "comments", "likes", "applied"}
+
+// Placeholders returns n placeholders from first on, comma separated, made by ph.
+func Placeholders(ph func(i int) string, first, n int) string {
+	var b strings.Builder
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(ph(first + i))
+	}
+	return b.String()
+}
+
+// Rows returns n parenthesised rows of cols placeholders each, numbered from first on.
+func Rows(ph func(i int) string, first, n, cols int) string {
+	var b strings.Builder
+	for r := 0; r < n; r++ {
+		if r > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(")
+		b.WriteString(Placeholders(ph, first+r*cols, cols))
+		b.WriteString(")")
+	}
+	return b.String()
+}

@@ -1,0 +1,154 @@
+package sqlmodel
+
+import (
+	"fmt"
+
+	"github.com/postgate/postgate/read"
+	"github.com/postgate/postgate/write"
+)
+
+// postState is a post row as loaded, plus what the batch did to it.
+type postState struct {
+	read.StoredPost
+	dirty  bool
+	change read.Change
+}
+
+type commentOpKind int
+
+const (
+	opAdd commentOpKind = iota
+	opEdit
+	opRemove
+)
+
+type commentOp struct {
+	kind commentOpKind
+	c    read.Comment
+}
+
+type likeOp struct {
+	read.Like
+	add bool
+}
+
+// batch is the in-memory working set of one Apply: loaded rows, then the effects of the events,
+// decided in Go so that both dialects share one projection and the writes can go out as a few
+// multi-row statements instead of several round trips per event.
+type batch struct {
+	applied      map[string]int64
+	appliedPost  map[string]string
+	appliedOrder []string // streams whose version moved, in first-touch order
+	posts        map[string]*postState
+	order        []string // post ids in first-touch order, for a stable change list
+	touched      map[string]bool
+	likes        map[read.Like]bool
+	likeOps      []likeOp
+	commentOps   []commentOp
+}
+
+func newBatch() *batch {
+	return &batch{applied: map[string]int64{}, appliedPost: map[string]string{}, posts: map[string]*postState{},
+		touched: map[string]bool{}, likes: map[read.Like]bool{}}
+}
+
+// fold applies the events to the working set in slice order. read.ErrGap when an event's stream
+// predecessor is missing or its post was never created; the caller then rolls back.
+func (b *batch) fold(events []write.Event, payloads []write.Payload) error {
+	for i, e := range events {
+		pl := payloads[i]
+		stream := streamOf(e, pl)
+		have := b.applied[stream]
+		if e.Version <= have {
+			continue // already applied: a redelivery
+		}
+		if e.Version != have+1 {
+			return fmt.Errorf("apply %s %s: stream %s at version %d, event is %d: %w", e.Type, e.ID, stream, have, e.Version, read.ErrGap)
+		}
+		p := b.posts[e.PostID]
+		if _, created := pl.(write.PostCreated); !created && (p == nil || p.Version == 0) {
+			return fmt.Errorf("apply %s %s: post %s not created yet: %w", e.Type, e.ID, e.PostID, read.ErrGap)
+		}
+		b.markApplied(stream, e.PostID, e.Version)
+		if p != nil && p.Deleted {
+			continue // events on a deleted post change nothing
+		}
+		at := e.At.UTC()
+		isPostStream := stream == write.PostStream(e.PostID)
+		switch v := pl.(type) {
+		case write.PostCreated:
+			if p == nil {
+				p = &postState{}
+				b.posts[e.PostID] = p
+			}
+			p.ID, p.Author, p.Message, p.CreatedAt = e.PostID, v.Author, v.Message, at
+			p.change.Created = true
+		case write.PostEdited:
+			p.Message, p.EditedAt = v.Message, utc(at)
+			p.change.Content = true
+		case write.PostDeleted:
+			p.Deleted = true
+			p.change.Deleted = true
+		case write.PostLiked:
+			l := read.Like{PostID: e.PostID, User: v.User}
+			p.LikeVersion++
+			if !b.likes[l] {
+				b.likes[l] = true
+				b.likeOps = append(b.likeOps, likeOp{Like: l, add: true})
+				p.Likes++
+			}
+			p.change.LikesChange = true
+		case write.PostUnliked:
+			l := read.Like{PostID: e.PostID, User: v.User}
+			p.LikeVersion++
+			if b.likes[l] {
+				delete(b.likes, l)
+				b.likeOps = append(b.likeOps, likeOp{Like: l})
+				p.Likes--
+			}
+			p.change.LikesChange = true
+		case write.CommentAdded:
+			b.commentOps = append(b.commentOps, commentOp{kind: opAdd, c: read.Comment{ID: v.CommentID, PostID: e.PostID, Author: v.Author, Text: v.Text, CreatedAt: at}})
+			p.CommentCount++
+			p.change.Content = true
+		case write.CommentEdited:
+			b.commentOps = append(b.commentOps, commentOp{kind: opEdit, c: read.Comment{ID: v.CommentID, PostID: e.PostID, Text: v.Text, EditedAt: utc(at)}})
+			p.change.Content = true
+		case write.CommentRemoved:
+			b.commentOps = append(b.commentOps, commentOp{kind: opRemove, c: read.Comment{ID: v.CommentID, PostID: e.PostID}})
+			p.CommentCount = max(p.CommentCount-1, 0)
+			p.change.Content = true
+		default:
+			return fmt.Errorf("apply %s %s: no projection for this type", e.Type, e.ID)
+		}
+		if isPostStream {
+			p.Version = e.Version
+		}
+		p.dirty = true
+		if !b.touched[e.PostID] {
+			b.touched[e.PostID] = true
+			b.order = append(b.order, e.PostID)
+		}
+	}
+	return nil
+}
+
+func (b *batch) markApplied(stream, postID string, v int64) {
+	if _, ok := b.appliedPost[stream]; !ok {
+		b.appliedOrder = append(b.appliedOrder, stream)
+	}
+	b.applied[stream] = v
+	b.appliedPost[stream] = postID
+}
+
+// changes returns one Change per post the batch changed, in first-touch order.
+func (b *batch) changes() []read.Change {
+	out := make([]read.Change, 0, len(b.order))
+	for _, id := range b.order {
+		p := b.posts[id]
+		c := p.change
+		c.PostID, c.Version, c.LikeVersion, c.Likes = id, p.Version, p.LikeVersion, p.Likes
+		out = append(out, c)
+	}
+	return out
+}

@@ -1,0 +1,642 @@
+package sqlmodel
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/postgate/postgate/read"
+	"github.com/postgate/postgate/write"
+)
+
+// Model is a read.Model over two pools: writer for Apply and generation changes (SQLite needs a
+// single writer connection; SQL Server may share the pool) and reader for queries.
+type Model struct {
+	d      Dialect
+	writer *sqlx.DB
+	reader *sqlx.DB
+}
+
+var (
+	_ read.Model       = (*Model)(nil)
+	_ read.Inspector   = (*Model)(nil)
+	_ read.Generations = (*Model)(nil)
+)
+
+// New returns a Model. writer and reader may be the same pool. Close closes both.
+func New(d Dialect, writer, reader *sqlx.DB) *Model {
+	return &Model{d: d, writer: writer, reader: reader}
+}
+
+// Writer returns the pool Apply uses, for adapters that run migrations or benchmarks on it.
+func (m *Model) Writer() *sqlx.DB { return m.writer }
+
+// Ping checks both pools.
+func (m *Model) Ping(ctx context.Context) error {
+	if err := m.writer.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping read model writer: %w", err)
+	}
+	if err := m.reader.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping read model reader: %w", err)
+	}
+	return nil
+}
+
+// Close closes both pools.
+func (m *Model) Close() error {
+	err := m.writer.Close()
+	if m.reader != m.writer {
+		err = errors.Join(err, m.reader.Close())
+	}
+	return err
+}
+
+// Apply applies events to the active generation. See read.Model.
+func (m *Model) Apply(ctx context.Context, events []write.Event) ([]read.Change, error) {
+	return m.apply(ctx, 0, events)
+}
+
+// ApplyTo applies events to generation gen. See read.Generations.
+func (m *Model) ApplyTo(ctx context.Context, gen int64, events []write.Event) ([]read.Change, error) {
+	if gen <= 0 {
+		return nil, fmt.Errorf("apply to generation %d: not a generation", gen)
+	}
+	return m.apply(ctx, gen, events)
+}
+
+// apply runs one projection transaction; gen 0 means the active generation, read inside the
+// transaction so that a concurrent Activate cannot split a batch across generations.
+func (m *Model) apply(ctx context.Context, gen int64, events []write.Event) (changes []read.Change, err error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	// Decoding before the transaction keeps a malformed event from holding the write lock.
+	payloads := make([]write.Payload, len(events))
+	for i, e := range events {
+		if payloads[i], err = write.Decode(e); err != nil {
+			return nil, fmt.Errorf("apply: %w", err)
+		}
+	}
+	tx, err := m.writer.BeginTxx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("apply: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback() // the error that made us roll back is the one worth returning
+		}
+	}()
+	if gen == 0 {
+		if err = tx.GetContext(ctx, &gen, m.d.ActiveGen()); err != nil {
+			return nil, fmt.Errorf("apply: active generation: %w", err)
+		}
+	}
+	b, err := m.load(ctx, tx, gen, events, payloads)
+	if err != nil {
+		return nil, err
+	}
+	if err = b.fold(events, payloads); err != nil {
+		return nil, err
+	}
+	if err = m.store(ctx, tx, gen, b); err != nil {
+		return nil, err
+	}
+	if err = tx.Commit(); err != nil {
+		return nil, fmt.Errorf("apply: commit: %w", err)
+	}
+	return b.changes(), nil
+}
+
+// streamOf returns the stream an event belongs to, deriving it when the envelope lacks it.
+func streamOf(e write.Event, p write.Payload) string {
+	if e.Stream != "" {
+		return e.Stream
+	}
+	switch v := p.(type) {
+	case write.PostLiked:
+		return write.LikeStream(e.PostID, v.User)
+	case write.PostUnliked:
+		return write.LikeStream(e.PostID, v.User)
+	}
+	return write.PostStream(e.PostID)
+}
+
+// load reads what the batch's events need: applied versions, posts and current likes.
+func (m *Model) load(ctx context.Context, tx *sqlx.Tx, gen int64, events []write.Event, payloads []write.Payload) (*batch, error) {
+	b := newBatch()
+	var streams, posts, users []string
+	seenS, seenP, seenU := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for i, e := range events {
+		if s := streamOf(e, payloads[i]); !seenS[s] {
+			seenS[s] = true
+			streams = append(streams, s)
+		}
+		if !seenP[e.PostID] {
+			seenP[e.PostID] = true
+			posts = append(posts, e.PostID)
+		}
+		var u string
+		switch v := payloads[i].(type) {
+		case write.PostLiked:
+			u = v.User
+		case write.PostUnliked:
+			u = v.User
+		}
+		if u != "" && !seenU[u] {
+			seenU[u] = true
+			users = append(users, u)
+		}
+	}
+	per := m.d.MaxParams() - 1
+	for _, c := range chunks(len(streams), per) {
+		rows, err := tx.QueryxContext(ctx, m.d.SelectApplied(c[1]-c[0]), withGen(gen, streams[c[0]:c[1]])...)
+		if err != nil {
+			return nil, fmt.Errorf("apply: load applied versions: %w", err)
+		}
+		for rows.Next() {
+			var s string
+			var v int64
+			if err := rows.Scan(&s, &v); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("apply: scan applied version: %w", err)
+			}
+			b.applied[s] = v
+		}
+		if err := closeRows(rows); err != nil {
+			return nil, fmt.Errorf("apply: load applied versions: %w", err)
+		}
+	}
+	for _, c := range chunks(len(posts), per) {
+		rows, err := tx.QueryxContext(ctx, m.d.SelectPosts(c[1]-c[0]), withGen(gen, posts[c[0]:c[1]])...)
+		if err != nil {
+			return nil, fmt.Errorf("apply: load posts: %w", err)
+		}
+		for rows.Next() {
+			p, err := scanStored(rows)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("apply: scan post: %w", err)
+			}
+			b.posts[p.ID] = &postState{StoredPost: p}
+		}
+		if err := closeRows(rows); err != nil {
+			return nil, fmt.Errorf("apply: load posts: %w", err)
+		}
+	}
+	half := per / 2
+	for _, pc := range chunks(len(posts), half) {
+		for _, uc := range chunks(len(users), half) {
+			args := withGen(gen, posts[pc[0]:pc[1]])
+			for _, u := range users[uc[0]:uc[1]] {
+				args = append(args, u)
+			}
+			rows, err := tx.QueryxContext(ctx, m.d.SelectLikes(pc[1]-pc[0], uc[1]-uc[0]), args...)
+			if err != nil {
+				return nil, fmt.Errorf("apply: load likes: %w", err)
+			}
+			for rows.Next() {
+				var l read.Like
+				if err := rows.Scan(&l.PostID, &l.User); err != nil {
+					rows.Close()
+					return nil, fmt.Errorf("apply: scan like: %w", err)
+				}
+				b.likes[l] = true
+			}
+			if err := closeRows(rows); err != nil {
+				return nil, fmt.Errorf("apply: load likes: %w", err)
+			}
+		}
+	}
+	return b, nil
+}
+
+// store writes what fold decided: full post rows, like and comment changes, applied versions.
+func (m *Model) store(ctx context.Context, tx *sqlx.Tx, gen int64, b *batch) error {
+	var postArgs [][]any
+	for _, id := range b.order {
+		p := b.posts[id]
+		if !p.dirty {
+			continue
+		}
+		var edited any
+		if p.EditedAt != nil {
+			edited = p.EditedAt.UTC()
+		}
+		postArgs = append(postArgs, []any{gen, p.ID, p.Author, p.Message, p.CreatedAt.UTC(), edited,
+			p.Likes, p.LikeVersion, p.CommentCount, p.Version, p.Deleted})
+	}
+	if err := m.execRows(ctx, tx, m.d.UpsertPosts, PostCols, postArgs); err != nil {
+		return fmt.Errorf("apply: upsert posts: %w", err)
+	}
+	var likeArgs [][]any
+	for _, op := range b.likeOps {
+		if op.add {
+			likeArgs = append(likeArgs, []any{gen, op.PostID, op.User})
+			continue
+		}
+		// A delete must not be reordered before an insert of the same like in this batch.
+		if err := m.execRows(ctx, tx, m.d.InsertLikes, LikeCols, likeArgs); err != nil {
+			return fmt.Errorf("apply: insert likes: %w", err)
+		}
+		likeArgs = likeArgs[:0]
+		if _, err := tx.ExecContext(ctx, m.d.DeleteLike(), gen, op.PostID, op.User); err != nil {
+			return fmt.Errorf("apply: delete like: %w", err)
+		}
+	}
+	if err := m.execRows(ctx, tx, m.d.InsertLikes, LikeCols, likeArgs); err != nil {
+		return fmt.Errorf("apply: insert likes: %w", err)
+	}
+	for _, op := range b.commentOps {
+		var err error
+		switch op.kind {
+		case opAdd:
+			_, err = tx.ExecContext(ctx, m.d.InsertComment(), gen, op.c.PostID, op.c.ID, op.c.Author, op.c.Text, op.c.CreatedAt.UTC())
+		case opEdit:
+			_, err = tx.ExecContext(ctx, m.d.UpdateComment(), op.c.Text, op.c.EditedAt.UTC(), gen, op.c.PostID, op.c.ID)
+		case opRemove:
+			_, err = tx.ExecContext(ctx, m.d.DeleteComment(), gen, op.c.PostID, op.c.ID)
+		}
+		if err != nil {
+			return fmt.Errorf("apply: comment %s: %w", op.c.ID, err)
+		}
+	}
+	var appliedArgs [][]any
+	for _, s := range b.appliedOrder {
+		appliedArgs = append(appliedArgs, []any{gen, s, b.appliedPost[s], b.applied[s]})
+	}
+	if err := m.execRows(ctx, tx, m.d.UpsertApplied, AppliedCols, appliedArgs); err != nil {
+		return fmt.Errorf("apply: record applied versions: %w", err)
+	}
+	return nil
+}
+
+// execRows runs a multi-row statement over rows, cut into chunks under the parameter limit.
+func (m *Model) execRows(ctx context.Context, tx *sqlx.Tx, stmt func(n int) string, cols int, rows [][]any) error {
+	for _, c := range chunks(len(rows), m.d.MaxParams()/cols) {
+		args := make([]any, 0, (c[1]-c[0])*cols)
+		for _, r := range rows[c[0]:c[1]] {
+			args = append(args, r...)
+		}
+		if _, err := tx.ExecContext(ctx, stmt(c[1]-c[0]), args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Post returns a live post. See read.Queries.
+func (m *Model) Post(ctx context.Context, id string) (read.Post, bool, error) {
+	row := m.reader.QueryRowxContext(ctx, m.d.Post(), id)
+	p, err := scanPost(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return read.Post{}, false, nil
+	}
+	if err != nil {
+		return read.Post{}, false, fmt.Errorf("post %s: %w", id, err)
+	}
+	return p, true, nil
+}
+
+// Posts returns one page of live posts. read.ErrBadCursor for a foreign cursor.
+func (m *Model) Posts(ctx context.Context, f read.PostFilter) (read.PostPage, error) {
+	f.First = ClampFirst(f.First)
+	var after *Cursor
+	if f.After != "" {
+		var err error
+		if after, err = DecodeCursor(f.After, f.Order); err != nil {
+			return read.PostPage{}, err
+		}
+	}
+	q, args := m.d.Posts(f, after)
+	rows, err := m.reader.QueryxContext(ctx, q, args...)
+	if err != nil {
+		return read.PostPage{}, fmt.Errorf("posts: %w", err)
+	}
+	var page read.PostPage
+	for rows.Next() {
+		p, err := scanPost(rows)
+		if err != nil {
+			rows.Close()
+			return read.PostPage{}, fmt.Errorf("posts: scan: %w", err)
+		}
+		page.Posts = append(page.Posts, p)
+	}
+	if err := closeRows(rows); err != nil {
+		return read.PostPage{}, fmt.Errorf("posts: %w", err)
+	}
+	if len(page.Posts) > f.First {
+		page.Posts, page.HasNext = page.Posts[:f.First], true
+	}
+	for _, p := range page.Posts {
+		page.Cursors = append(page.Cursors, CursorOf(f.Order, p).Encode())
+	}
+	return page, nil
+}
+
+// Comments returns the live comments of live posts, oldest first. See read.Queries.
+func (m *Model) Comments(ctx context.Context, postIDs []string) (map[string][]read.Comment, error) {
+	out := make(map[string][]read.Comment, len(postIDs))
+	ids := dedupe(postIDs)
+	for _, c := range chunks(len(ids), m.d.MaxParams()) {
+		rows, err := m.reader.QueryxContext(ctx, m.d.Comments(c[1]-c[0]), strArgs(ids[c[0]:c[1]])...)
+		if err != nil {
+			return nil, fmt.Errorf("comments: %w", err)
+		}
+		for rows.Next() {
+			cm, err := scanComment(rows)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("comments: scan: %w", err)
+			}
+			out[cm.PostID] = append(out[cm.PostID], cm)
+		}
+		if err := closeRows(rows); err != nil {
+			return nil, fmt.Errorf("comments: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// LikedBy reports which of postIDs user likes. See read.Queries.
+func (m *Model) LikedBy(ctx context.Context, user string, postIDs []string) (map[string]bool, error) {
+	out := make(map[string]bool, len(postIDs))
+	ids := dedupe(postIDs)
+	for _, c := range chunks(len(ids), m.d.MaxParams()-1) {
+		args := append([]any{user}, strArgs(ids[c[0]:c[1]])...)
+		var liked []string
+		if err := m.reader.SelectContext(ctx, &liked, m.d.LikedBy(c[1]-c[0]), args...); err != nil {
+			return nil, fmt.Errorf("liked by %s: %w", user, err)
+		}
+		for _, id := range liked {
+			out[id] = true
+		}
+	}
+	return out, nil
+}
+
+// StreamVersion returns the applied version of stream, 0 if none. See read.Queries.
+func (m *Model) StreamVersion(ctx context.Context, stream string) (int64, error) {
+	var v int64
+	err := m.reader.GetContext(ctx, &v, m.d.StreamVersion(), stream)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stream version %s: %w", stream, err)
+	}
+	return v, nil
+}
+
+// NewGeneration discards inactive generations and reserves a new one. See read.Generations.
+func (m *Model) NewGeneration(ctx context.Context) (gen int64, err error) {
+	tx, err := m.writer.BeginTxx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("new generation: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback() // the cause is already in err
+		}
+	}()
+	for _, t := range Tables {
+		if _, err = tx.ExecContext(ctx, m.d.DeleteInactive(t)); err != nil {
+			return 0, fmt.Errorf("new generation: clear %s: %w", t, err)
+		}
+	}
+	stmts := m.d.NextGen()
+	for _, s := range stmts[:len(stmts)-1] {
+		if _, err = tx.ExecContext(ctx, s); err != nil {
+			return 0, fmt.Errorf("new generation: %w", err)
+		}
+	}
+	if err = tx.GetContext(ctx, &gen, stmts[len(stmts)-1]); err != nil {
+		return 0, fmt.Errorf("new generation: %w", err)
+	}
+	if err = tx.Commit(); err != nil {
+		return 0, fmt.Errorf("new generation: commit: %w", err)
+	}
+	return gen, nil
+}
+
+// Activate switches queries and Apply to gen. See read.Generations.
+func (m *Model) Activate(ctx context.Context, gen int64) (old int64, err error) {
+	tx, err := m.writer.BeginTxx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("activate generation %d: begin: %w", gen, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback() // the cause is already in err
+		}
+	}()
+	if err = tx.GetContext(ctx, &old, m.d.ActiveGen()); err != nil {
+		return 0, fmt.Errorf("activate generation %d: %w", gen, err)
+	}
+	if _, err = tx.ExecContext(ctx, m.d.SetActive(), gen); err != nil {
+		return 0, fmt.Errorf("activate generation %d: %w", gen, err)
+	}
+	if err = tx.Commit(); err != nil {
+		return 0, fmt.Errorf("activate generation %d: commit: %w", gen, err)
+	}
+	return old, nil
+}
+
+// DropGeneration deletes an inactive generation's rows. See read.Generations.
+func (m *Model) DropGeneration(ctx context.Context, gen int64) error {
+	active, err := m.ActiveGeneration(ctx)
+	if err != nil {
+		return err
+	}
+	if gen == active {
+		return fmt.Errorf("drop generation %d: it is the active one", gen)
+	}
+	// One table per transaction keeps the write lock short while the live projector writes.
+	for _, t := range Tables {
+		if _, err := m.writer.ExecContext(ctx, m.d.DeleteGen(t), gen); err != nil {
+			return fmt.Errorf("drop generation %d: %s: %w", gen, t, err)
+		}
+	}
+	return nil
+}
+
+// ActiveGeneration returns the active generation. See read.Generations.
+func (m *Model) ActiveGeneration(ctx context.Context) (int64, error) {
+	var gen int64
+	if err := m.reader.GetContext(ctx, &gen, m.d.ActiveGen()); err != nil {
+		return 0, fmt.Errorf("active generation: %w", err)
+	}
+	return gen, nil
+}
+
+// Dump lists the active generation in one read transaction. See read.Inspector.
+func (m *Model) Dump(ctx context.Context) (read.State, error) {
+	st := read.State{Streams: map[string]int64{}}
+	tx, err := m.reader.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return st, fmt.Errorf("dump: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read-only; nothing to undo
+	rows, err := tx.QueryxContext(ctx, m.d.DumpPosts())
+	if err != nil {
+		return st, fmt.Errorf("dump posts: %w", err)
+	}
+	for rows.Next() {
+		p, err := scanStored(rows)
+		if err != nil {
+			rows.Close()
+			return st, fmt.Errorf("dump posts: %w", err)
+		}
+		st.Posts = append(st.Posts, p)
+	}
+	if err := closeRows(rows); err != nil {
+		return st, fmt.Errorf("dump posts: %w", err)
+	}
+	if rows, err = tx.QueryxContext(ctx, m.d.DumpComments()); err != nil {
+		return st, fmt.Errorf("dump comments: %w", err)
+	}
+	for rows.Next() {
+		c, err := scanComment(rows)
+		if err != nil {
+			rows.Close()
+			return st, fmt.Errorf("dump comments: %w", err)
+		}
+		st.Comments = append(st.Comments, c)
+	}
+	if err := closeRows(rows); err != nil {
+		return st, fmt.Errorf("dump comments: %w", err)
+	}
+	if rows, err = tx.QueryxContext(ctx, m.d.DumpLikes()); err != nil {
+		return st, fmt.Errorf("dump likes: %w", err)
+	}
+	for rows.Next() {
+		var l read.Like
+		if err := rows.Scan(&l.PostID, &l.User); err != nil {
+			rows.Close()
+			return st, fmt.Errorf("dump likes: %w", err)
+		}
+		st.Likes = append(st.Likes, l)
+	}
+	if err := closeRows(rows); err != nil {
+		return st, fmt.Errorf("dump likes: %w", err)
+	}
+	if rows, err = tx.QueryxContext(ctx, m.d.DumpApplied()); err != nil {
+		return st, fmt.Errorf("dump applied: %w", err)
+	}
+	for rows.Next() {
+		var s string
+		var v int64
+		if err := rows.Scan(&s, &v); err != nil {
+			rows.Close()
+			return st, fmt.Errorf("dump applied: %w", err)
+		}
+		st.Streams[s] = v
+	}
+	if err := closeRows(rows); err != nil {
+		return st, fmt.Errorf("dump applied: %w", err)
+	}
+	sort.Slice(st.Comments, func(i, j int) bool {
+		a, b := st.Comments[i], st.Comments[j]
+		return a.PostID < b.PostID || a.PostID == b.PostID && a.ID < b.ID
+	})
+	return st, nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+// scanPost reads the live-post columns: id, author, message, created_at, edited_at, likes,
+// like_version, comment_count, version.
+func scanPost(s scanner) (read.Post, error) {
+	var p read.Post
+	var edited sql.NullTime
+	if err := s.Scan(&p.ID, &p.Author, &p.Message, &p.CreatedAt, &edited, &p.Likes, &p.LikeVersion, &p.CommentCount, &p.Version); err != nil {
+		return p, err
+	}
+	p.CreatedAt = p.CreatedAt.UTC()
+	if edited.Valid {
+		t := edited.Time.UTC()
+		p.EditedAt = &t
+	}
+	return p, nil
+}
+
+// scanStored reads the post columns followed by deleted.
+func scanStored(s scanner) (read.StoredPost, error) {
+	var p read.StoredPost
+	var edited sql.NullTime
+	if err := s.Scan(&p.ID, &p.Author, &p.Message, &p.CreatedAt, &edited, &p.Likes, &p.LikeVersion, &p.CommentCount, &p.Version, &p.Deleted); err != nil {
+		return p, err
+	}
+	p.CreatedAt = p.CreatedAt.UTC()
+	if edited.Valid {
+		t := edited.Time.UTC()
+		p.EditedAt = &t
+	}
+	return p, nil
+}
+
+// scanComment reads id, post_id, author, text, created_at, edited_at.
+func scanComment(s scanner) (read.Comment, error) {
+	var c read.Comment
+	var edited sql.NullTime
+	if err := s.Scan(&c.ID, &c.PostID, &c.Author, &c.Text, &c.CreatedAt, &edited); err != nil {
+		return c, err
+	}
+	c.CreatedAt = c.CreatedAt.UTC()
+	if edited.Valid {
+		t := edited.Time.UTC()
+		c.EditedAt = &t
+	}
+	return c, nil
+}
+
+func closeRows(rows *sqlx.Rows) error {
+	err := rows.Err()
+	return errors.Join(err, rows.Close())
+}
+
+// chunks cuts n items into [from, to) ranges of at most size items.
+func chunks(n, size int) [][2]int {
+	if size < 1 {
+		size = 1
+	}
+	var out [][2]int
+	for i := 0; i < n; i += size {
+		out = append(out, [2]int{i, min(i+size, n)})
+	}
+	return out
+}
+
+func withGen(gen int64, ss []string) []any {
+	return append([]any{gen}, strArgs(ss)...)
+}
+
+func strArgs(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+func dedupe(ss []string) []string {
+	seen := make(map[string]bool, len(ss))
+	out := make([]string, 0, len(ss))
+	for _, s := range ss {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// utc returns a pointer to t in UTC.
+func utc(t time.Time) *time.Time {
+	t = t.UTC()
+	return &t
+}

@@ -1,0 +1,163 @@
+package sqlite
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/postgate/postgate/read"
+	"github.com/postgate/postgate/read/internal/sqlmodel"
+)
+
+// dialect is the SQLite text of the read model's statements.
+type dialect struct{}
+
+var _ sqlmodel.Dialect = dialect{}
+
+func ph(int) string { return "?" }
+
+func list(n int) string { return sqlmodel.Placeholders(ph, 1, n) }
+
+const activeGen = "(SELECT active FROM generation WHERE id = 1)"
+
+const postCols = "id, author, message, created_at, edited_at, likes, like_version, comment_count, version"
+
+func (dialect) Name() string { return "sqlite" }
+
+// MaxParams stays well under SQLite's 32,766 so one statement's text remains small.
+func (dialect) MaxParams() int { return 9999 }
+
+func (dialect) ActiveGen() string { return "SELECT active FROM generation WHERE id = 1" }
+
+func (dialect) SelectApplied(n int) string {
+	return "SELECT stream, version FROM applied WHERE gen = ? AND stream IN (" + list(n) + ")"
+}
+
+func (dialect) SelectPosts(n int) string {
+	return "SELECT " + postCols + ", deleted FROM posts WHERE gen = ? AND id IN (" + list(n) + ")"
+}
+
+func (dialect) SelectLikes(nPosts, nUsers int) string {
+	return "SELECT post_id, user_id FROM likes WHERE gen = ? AND post_id IN (" + list(nPosts) + ") AND user_id IN (" + list(nUsers) + ")"
+}
+
+func (dialect) UpsertPosts(n int) string {
+	return "INSERT INTO posts (gen, " + postCols + ", deleted) VALUES " + sqlmodel.Rows(ph, 1, n, sqlmodel.PostCols) +
+		" ON CONFLICT (gen, id) DO UPDATE SET message = excluded.message, edited_at = excluded.edited_at," +
+		" likes = excluded.likes, like_version = excluded.like_version, comment_count = excluded.comment_count," +
+		" version = excluded.version, deleted = excluded.deleted"
+}
+
+func (dialect) InsertLikes(n int) string {
+	return "INSERT INTO likes (gen, post_id, user_id) VALUES " + sqlmodel.Rows(ph, 1, n, sqlmodel.LikeCols) +
+		" ON CONFLICT (gen, post_id, user_id) DO NOTHING"
+}
+
+func (dialect) DeleteLike() string {
+	return "DELETE FROM likes WHERE gen = ? AND post_id = ? AND user_id = ?"
+}
+
+func (dialect) InsertComment() string {
+	return "INSERT INTO comments (gen, post_id, id, author, text, created_at) VALUES (?, ?, ?, ?, ?, ?)" +
+		" ON CONFLICT (gen, post_id, id) DO NOTHING"
+}
+
+func (dialect) UpdateComment() string {
+	return "UPDATE comments SET text = ?, edited_at = ? WHERE gen = ? AND post_id = ? AND id = ?"
+}
+
+func (dialect) DeleteComment() string {
+	return "DELETE FROM comments WHERE gen = ? AND post_id = ? AND id = ?"
+}
+
+func (dialect) UpsertApplied(n int) string {
+	return "INSERT INTO applied (gen, stream, post_id, version) VALUES " + sqlmodel.Rows(ph, 1, n, sqlmodel.AppliedCols) +
+		" ON CONFLICT (gen, stream) DO UPDATE SET version = excluded.version"
+}
+
+func (dialect) Post() string {
+	return "SELECT " + postCols + " FROM posts WHERE gen = " + activeGen + " AND deleted = 0 AND id = ?"
+}
+
+func (dialect) Posts(f read.PostFilter, after *sqlmodel.Cursor) (string, []any) {
+	where := []string{"gen = " + activeGen, "deleted = 0"}
+	var args []any
+	if f.Author != "" {
+		where = append(where, "author = ?")
+		args = append(args, f.Author)
+	}
+	if f.MinLikes > 0 {
+		where = append(where, "likes >= ?")
+		args = append(args, f.MinLikes)
+	}
+	if f.WithComments {
+		where = append(where, "comment_count > 0")
+	}
+	var order string
+	switch f.Order {
+	case read.Oldest:
+		order = "created_at, id"
+		if after != nil {
+			where = append(where, "(created_at, id) > (?, ?)")
+			args = append(args, after.At, after.ID)
+		}
+	case read.MostLiked:
+		order = "likes DESC, id"
+		if after != nil {
+			where = append(where, "(likes < ? OR (likes = ? AND id > ?))")
+			args = append(args, after.Likes, after.Likes, after.ID)
+		}
+	default:
+		order = "created_at DESC, id DESC"
+		if after != nil {
+			where = append(where, "(created_at, id) < (?, ?)")
+			args = append(args, after.At, after.ID)
+		}
+	}
+	args = append(args, sqlmodel.ClampFirst(f.First)+1)
+	return fmt.Sprintf("SELECT %s FROM posts WHERE %s ORDER BY %s LIMIT ?", postCols, strings.Join(where, " AND "), order), args
+}
+
+func (dialect) Comments(n int) string {
+	return "SELECT c.id, c.post_id, c.author, c.text, c.created_at, c.edited_at FROM comments c" +
+		" JOIN posts p ON p.gen = c.gen AND p.id = c.post_id AND p.deleted = 0" +
+		" WHERE c.gen = " + activeGen + " AND c.post_id IN (" + list(n) + ") ORDER BY c.post_id, c.created_at, c.id"
+}
+
+func (dialect) LikedBy(n int) string {
+	return "SELECT post_id FROM likes WHERE gen = " + activeGen + " AND user_id = ? AND post_id IN (" + list(n) + ")"
+}
+
+func (dialect) StreamVersion() string {
+	return "SELECT version FROM applied WHERE gen = " + activeGen + " AND stream = ?"
+}
+
+func (dialect) NextGen() []string {
+	return []string{
+		"UPDATE generation SET next = next + 1 WHERE id = 1",
+		"SELECT next - 1 FROM generation WHERE id = 1",
+	}
+}
+
+func (dialect) SetActive() string { return "UPDATE generation SET active = ? WHERE id = 1" }
+
+func (dialect) DeleteGen(table string) string { return "DELETE FROM " + table + " WHERE gen = ?" }
+
+func (dialect) DeleteInactive(table string) string {
+	return "DELETE FROM " + table + " WHERE gen <> " + activeGen
+}
+
+func (dialect) DumpPosts() string {
+	return "SELECT " + postCols + ", deleted FROM posts WHERE gen = " + activeGen + " ORDER BY id"
+}
+
+func (dialect) DumpComments() string {
+	return "SELECT id, post_id, author, text, created_at, edited_at FROM comments WHERE gen = " + activeGen + " ORDER BY post_id, id"
+}
+
+func (dialect) DumpLikes() string {
+	return "SELECT post_id, user_id FROM likes WHERE gen = " + activeGen + " ORDER BY post_id, user_id"
+}
+
+func (dialect) DumpApplied() string {
+	return "SELECT stream, version FROM applied WHERE gen = " + activeGen
+}
