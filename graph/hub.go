@@ -1,0 +1,348 @@
+package graph
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/postgate/postgate/read"
+)
+
+// Hub fans the projector's committed changes out to subscriptions. It reads the read model at most
+// once per change (and only when someone subscribes to that post), and hands the same resolved
+// value to every subscriber. Each subscriber has a bounded buffer: one that falls behind is dropped
+// with an error instead of slowing the others or growing memory.
+type Hub struct {
+	reads   read.Queries
+	buffer  int
+	logger  *slog.Logger
+	metrics *Metrics
+
+	publishMu sync.Mutex // serialises Publish, so every subscriber sees changes in commit order
+
+	mu      sync.Mutex // guards the subscriber sets and wake
+	likes   map[string]map[*subscriber[*LikeCount]]struct{}
+	updates map[string]map[*subscriber[*Post]]struct{}
+	created map[*subscriber[*Post]]struct{}
+	wake    chan struct{} // closed and replaced on every Publish; wakes minVersion waiters
+}
+
+// HubOption configures a Hub.
+type HubOption func(*Hub)
+
+// WithBuffer sets how many undelivered messages a subscriber may have before it is dropped
+// (default 64).
+func WithBuffer(n int) HubOption { return func(h *Hub) { h.buffer = max(n, 1) } }
+
+// WithHubLogger sets where read failures during fan-out are logged (default: discarded).
+func WithHubLogger(l *slog.Logger) HubOption { return func(h *Hub) { h.logger = l } }
+
+// WithHubMetrics sets the metrics that count subscribers and drops.
+func WithHubMetrics(m *Metrics) HubOption { return func(h *Hub) { h.metrics = m } }
+
+// NewHub returns a Hub that resolves changed posts from reads.
+func NewHub(reads read.Queries, opts ...HubOption) *Hub {
+	h := &Hub{
+		reads:   reads,
+		buffer:  64,
+		logger:  slog.New(slog.DiscardHandler),
+		likes:   map[string]map[*subscriber[*LikeCount]]struct{}{},
+		updates: map[string]map[*subscriber[*Post]]struct{}{},
+		created: map[*subscriber[*Post]]struct{}{},
+		wake:    make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(h)
+	}
+	return h
+}
+
+// subscriber is one subscription's mailbox. Its fields other than ch are guarded by Hub.mu.
+type subscriber[T any] struct {
+	ch          chan T
+	field       string
+	author      string // postCreated's filter
+	likeVersion int64  // the last LikeVersion sent (likeCount dedupes and orders by it)
+	closed      bool
+	overflow    *atomic.Bool // set when dropped for overflow; read by the response interceptor
+}
+
+// Publish delivers committed changes to subscribers, in order. It must be called after the read
+// model has committed them (never before: a subscriber re-reads what the change announces). The
+// projector calls it; it blocks only for the read-model reads of posts somebody subscribed to.
+func (h *Hub) Publish(changes []read.Change) {
+	h.publishMu.Lock()
+	defer h.publishMu.Unlock()
+
+	h.mu.Lock()
+	close(h.wake)
+	h.wake = make(chan struct{})
+	h.mu.Unlock()
+
+	ctx := context.Background()
+	for _, c := range changes {
+		if c.LikesChange {
+			h.publishLikes(c)
+		}
+		h.publishUpdate(ctx, c)
+		if c.Created && !c.Deleted {
+			h.publishCreated(ctx, c)
+		}
+	}
+}
+
+// changed returns a channel that is closed by the next Publish.
+func (h *Hub) changed() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.wake
+}
+
+func (h *Hub) publishLikes(c read.Change) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	subs := h.likes[c.PostID]
+	if len(subs) == 0 {
+		return
+	}
+	// The change carries the committed count, so no read is needed; one value serves everyone.
+	v := &LikeCount{PostID: c.PostID, Likes: c.Likes, Version: c.LikeVersion}
+	for s := range subs {
+		if c.LikeVersion <= s.likeVersion {
+			continue // already sent (a redelivered or reordered notification)
+		}
+		s.likeVersion = c.LikeVersion
+		sendLocked(h, s, v, func() { delete(subs, s) })
+	}
+	if len(subs) == 0 {
+		delete(h.likes, c.PostID)
+	}
+}
+
+func (h *Hub) publishUpdate(ctx context.Context, c read.Change) {
+	h.mu.Lock()
+	n := len(h.updates[c.PostID])
+	h.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	var v *Post
+	if !c.Deleted {
+		var err error
+		if v, err = h.resolve(ctx, c.PostID); err != nil {
+			h.logger.Error("hub: resolve changed post", "post", c.PostID, "err", err)
+			return
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	subs := h.updates[c.PostID]
+	for s := range subs {
+		if v == nil { // deleted (now or already, when the read found nothing): the stream ends
+			closeLocked(h, s)
+			delete(subs, s)
+			continue
+		}
+		sendLocked(h, s, v, func() { delete(subs, s) })
+	}
+	if len(subs) == 0 {
+		delete(h.updates, c.PostID)
+	}
+}
+
+func (h *Hub) publishCreated(ctx context.Context, c read.Change) {
+	h.mu.Lock()
+	n := len(h.created)
+	h.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	v, err := h.resolve(ctx, c.PostID)
+	if err != nil || v == nil {
+		if err != nil {
+			h.logger.Error("hub: resolve created post", "post", c.PostID, "err", err)
+		}
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.created {
+		if s.author != "" && s.author != v.Author {
+			continue
+		}
+		sendLocked(h, s, v, func() { delete(h.created, s) })
+	}
+}
+
+// resolve reads a post and its comments once for all subscribers; nil when it is gone.
+func (h *Hub) resolve(ctx context.Context, id string) (*Post, error) {
+	p, ok, err := h.reads.Post(ctx, id)
+	if err != nil || !ok {
+		return nil, err
+	}
+	out := postFromRead(p)
+	cs, err := h.reads.Comments(ctx, []string{id})
+	if err != nil {
+		return nil, err
+	}
+	out.comments = make([]*Comment, 0, len(cs[id]))
+	for _, c := range cs[id] {
+		out.comments = append(out.comments, commentFromRead(c))
+	}
+	return out, nil
+}
+
+// sendLocked hands v to s without ever blocking; a full buffer drops s (remove unlinks it).
+func sendLocked[T any](h *Hub, s *subscriber[T], v T, remove func()) {
+	if s.closed {
+		return
+	}
+	select {
+	case s.ch <- v:
+	default:
+		if s.overflow != nil {
+			s.overflow.Store(true)
+		}
+		h.metrics.droppedOne()
+		h.logger.Warn("hub: subscriber dropped: buffer full", "field", s.field, "buffer", h.buffer)
+		closeLocked(h, s)
+		remove()
+	}
+}
+
+func closeLocked[T any](h *Hub, s *subscriber[T]) {
+	if !s.closed {
+		s.closed = true
+		close(s.ch)
+		h.metrics.subscribed(s.field, -1)
+	}
+}
+
+// SubscribeLikes registers a likeCount subscription until ctx ends.
+func (h *Hub) SubscribeLikes(ctx context.Context, postID string) <-chan *LikeCount {
+	s := &subscriber[*LikeCount]{ch: make(chan *LikeCount, h.buffer), field: "likeCount", overflow: overflowFlag(ctx)}
+	h.mu.Lock()
+	set := h.likes[postID]
+	if set == nil {
+		set = map[*subscriber[*LikeCount]]struct{}{}
+		h.likes[postID] = set
+	}
+	set[s] = struct{}{}
+	h.metrics.subscribed(s.field, 1)
+	h.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if set := h.likes[postID]; set != nil {
+			delete(set, s)
+			if len(set) == 0 {
+				delete(h.likes, postID)
+			}
+		}
+		closeLocked(h, s)
+	})
+	return s.ch
+}
+
+// SubscribeUpdates registers a postUpdated subscription until ctx ends or the post is deleted.
+func (h *Hub) SubscribeUpdates(ctx context.Context, postID string) <-chan *Post {
+	s := &subscriber[*Post]{ch: make(chan *Post, h.buffer), field: "postUpdated", overflow: overflowFlag(ctx)}
+	h.mu.Lock()
+	set := h.updates[postID]
+	if set == nil {
+		set = map[*subscriber[*Post]]struct{}{}
+		h.updates[postID] = set
+	}
+	set[s] = struct{}{}
+	h.metrics.subscribed(s.field, 1)
+	h.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if set := h.updates[postID]; set != nil {
+			delete(set, s)
+			if len(set) == 0 {
+				delete(h.updates, postID)
+			}
+		}
+		closeLocked(h, s)
+	})
+	return s.ch
+}
+
+// SubscribeCreated registers a postCreated subscription (of one author, or all when author is "")
+// until ctx ends.
+func (h *Hub) SubscribeCreated(ctx context.Context, author string) <-chan *Post {
+	s := &subscriber[*Post]{ch: make(chan *Post, h.buffer), field: "postCreated", author: author, overflow: overflowFlag(ctx)}
+	h.mu.Lock()
+	h.created[s] = struct{}{}
+	h.metrics.subscribed(s.field, 1)
+	h.mu.Unlock()
+	context.AfterFunc(ctx, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		delete(h.created, s)
+		closeLocked(h, s)
+	})
+	return s.ch
+}
+
+// endUpdates ends the postUpdated subscription whose channel is ch early (used when the post turns out not to exist).
+func (h *Hub) endUpdates(postID string, ch <-chan *Post) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	set := h.updates[postID]
+	for s := range set {
+		if s.ch == ch {
+			delete(set, s)
+			closeLocked(h, s)
+		}
+	}
+	if len(set) == 0 {
+		delete(h.updates, postID)
+	}
+}
+
+// waitVersion waits until the read model holds version min of stream, ctx ends, or limit passes
+// (then it returns nil: the caller resolves what there is). It wakes on every Publish and, in case
+// no Hub is wired to a projector, also polls with backoff.
+func waitVersion(ctx context.Context, reads read.Queries, hub *Hub, stream string, min int64, limit time.Duration) error {
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	backoff := 2 * time.Millisecond
+	for {
+		var wake <-chan struct{}
+		if hub != nil {
+			wake = hub.changed() // taken before reading, so a Publish in between is not missed
+		}
+		v, err := reads.StreamVersion(ctx, stream)
+		if err != nil {
+			return err
+		}
+		if v >= min {
+			return nil
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-wake:
+		case <-t.C:
+		case <-deadline.C:
+			t.Stop()
+			return nil
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		t.Stop()
+		backoff = min64dur(backoff*2, 200*time.Millisecond)
+	}
+}
+
+func min64dur(a, b time.Duration) time.Duration {
+	if a < b {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,224 @@
+package graph
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/postgate/postgate/read"
+	"github.com/postgate/postgate/write"
+)
+
+// Page sizes of posts.
+const (
+	defaultPageSize = 20
+	maxPageSize     = 100
+)
+
+// MinVersionWait bounds how long post(minVersion:) waits for the read model to catch up.
+const MinVersionWait = 5 * time.Second
+
+// postAfterCommand builds a mutation's Post from the write side's state, which already includes the
+// command's effect; only the like count, which the write side does not keep, comes from the read model.
+func (r *Resolver) postAfterCommand(ctx context.Context, p write.Post) (*Post, error) {
+	likes, err := r.likesOf(ctx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	return postFromWrite(p, likes), nil
+}
+
+// postAfterLike builds the Post of a like or unlike, with a like count that includes the command's
+// effect even when the projector has not applied it yet. A user's like stream alternates like and
+// unlike (repeats append nothing), so the read model counts this user's like exactly when the
+// version of the stream it applied is odd; the difference to res.Liked is the correction.
+func (r *Resolver) postAfterLike(ctx context.Context, user string, res write.LikeResult) (*Post, error) {
+	stream := write.LikeStream(res.Post.ID, user)
+	var likes, applied int64
+	for attempt := 0; ; attempt++ {
+		before, err := r.Reads.StreamVersion(ctx, stream)
+		if err != nil {
+			return nil, fmt.Errorf("like stream version: %w", err)
+		}
+		if likes, err = r.likesOf(ctx, res.Post.ID); err != nil {
+			return nil, err
+		}
+		after, err := r.Reads.StreamVersion(ctx, stream)
+		if err != nil {
+			return nil, fmt.Errorf("like stream version: %w", err)
+		}
+		// Equal versions around the count mean the count saw exactly that state of this user's like.
+		if applied = after; before == after || attempt == 3 {
+			break
+		}
+	}
+	if applied < res.Version {
+		counted := applied%2 == 1
+		switch {
+		case res.Liked && !counted:
+			likes++
+		case !res.Liked && counted:
+			likes--
+		}
+	}
+	out := postFromWrite(res.Post, max(likes, 0))
+	liked := res.Liked
+	out.likedByMe = &liked
+	return out, nil
+}
+
+func (r *Resolver) likesOf(ctx context.Context, id string) (int64, error) {
+	p, ok, err := r.Reads.Post(ctx, id)
+	if err != nil {
+		return 0, fmt.Errorf("read post %s: %w", id, err)
+	}
+	if !ok {
+		return 0, nil // not projected yet: nobody's like of it is counted either
+	}
+	return p.Likes, nil
+}
+
+func (r *Resolver) post(ctx context.Context, id string, minVersion *int64) (*Post, error) {
+	if minVersion != nil && *minVersion > 0 {
+		if err := waitVersion(ctx, r.Reads, r.Changes, write.PostStream(id), *minVersion, MinVersionWait); err != nil {
+			return nil, fmt.Errorf("wait for post %s version %d: %w", id, *minVersion, err)
+		}
+	}
+	p, ok, err := r.Reads.Post(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("read post %s: %w", id, err)
+	}
+	if !ok {
+		return nil, nil
+	}
+	return postFromRead(p), nil
+}
+
+func (r *Resolver) posts(ctx context.Context, first *int64, after, author *string, minLikes *int64, withComments *bool, orderBy *PostOrder) (*PostConnection, error) {
+	f := read.PostFilter{First: defaultPageSize, Author: deref(author), After: deref(after)}
+	if first != nil {
+		if *first < 1 || *first > maxPageSize {
+			return nil, errBadInput("first must be between 1 and %d", maxPageSize)
+		}
+		f.First = int(*first)
+	}
+	if minLikes != nil {
+		if *minLikes < 0 {
+			return nil, errBadInput("minLikes must not be negative")
+		}
+		f.MinLikes = *minLikes
+	}
+	if withComments != nil {
+		f.WithComments = *withComments
+	}
+	if orderBy != nil {
+		switch *orderBy {
+		case PostOrderOldest:
+			f.Order = read.Oldest
+		case PostOrderMostLiked:
+			f.Order = read.MostLiked
+		default:
+			f.Order = read.Newest
+		}
+	}
+	pg, err := r.Reads.Posts(ctx, f)
+	if err != nil {
+		return nil, fmt.Errorf("read posts: %w", err)
+	}
+	batch := &page{ids: make([]string, len(pg.Posts))}
+	conn := &PostConnection{Edges: make([]*PostEdge, len(pg.Posts)), PageInfo: &PageInfo{HasNextPage: pg.HasNext}}
+	for i, p := range pg.Posts {
+		batch.ids[i] = p.ID
+		node := postFromRead(p)
+		node.page = batch
+		conn.Edges[i] = &PostEdge{Cursor: pg.Cursors[i], Node: node}
+	}
+	if n := len(pg.Cursors); n > 0 {
+		conn.PageInfo.EndCursor = &pg.Cursors[n-1]
+	}
+	return conn, nil
+}
+
+func (r *Resolver) likedByMe(ctx context.Context, p *Post) (bool, error) {
+	if p.likedByMe != nil {
+		return *p.likedByMe, nil
+	}
+	user := viewer(ctx)
+	if user == "" {
+		return false, nil
+	}
+	l := loadersFrom(ctx)
+	if l == nil {
+		got, err := r.Reads.LikedBy(ctx, user, []string{p.ID})
+		return got[p.ID], err
+	}
+	if p.page != nil {
+		l.likedBy.LoadAllThunk(ctx, p.page.ids) // the whole page in one batch
+	}
+	return l.likedBy.Load(ctx, p.ID)
+}
+
+func (r *Resolver) comments(ctx context.Context, p *Post) ([]*Comment, error) {
+	if p.comments != nil {
+		return p.comments, nil
+	}
+	l := loadersFrom(ctx)
+	if l == nil {
+		got, err := r.Reads.Comments(ctx, []string{p.ID})
+		if err != nil {
+			return nil, err
+		}
+		out := make([]*Comment, 0, len(got[p.ID]))
+		for _, c := range got[p.ID] {
+			out = append(out, commentFromRead(c))
+		}
+		return out, nil
+	}
+	if p.page != nil {
+		l.comments.LoadAllThunk(ctx, p.page.ids)
+	}
+	return l.comments.Load(ctx, p.ID)
+}
+
+// subscribeLikes registers first and checks the post afterwards, so that no change committed in
+// between is missed.
+func (r *Resolver) subscribeLikes(ctx context.Context, postID string) (<-chan *LikeCount, error) {
+	sctx, cancel := context.WithCancel(ctx)
+	ch := r.Changes.SubscribeLikes(sctx, postID)
+	if err := r.mustExist(ctx, postID); err != nil {
+		cancel()
+		return nil, err
+	}
+	context.AfterFunc(ctx, cancel)
+	return ch, nil
+}
+
+func (r *Resolver) subscribeUpdates(ctx context.Context, postID string) (<-chan *Post, error) {
+	sctx, cancel := context.WithCancel(ctx)
+	ch := r.Changes.SubscribeUpdates(sctx, postID)
+	if err := r.mustExist(ctx, postID); err != nil {
+		cancel()
+		return nil, err
+	}
+	context.AfterFunc(ctx, cancel)
+	return ch, nil
+}
+
+func (r *Resolver) mustExist(ctx context.Context, id string) error {
+	_, ok, err := r.Reads.Post(ctx, id)
+	if err != nil {
+		return fmt.Errorf("read post %s: %w", id, err)
+	}
+	if !ok {
+		return errNotFound("post %s not found", id)
+	}
+	return nil
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}

@@ -1,0 +1,226 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/handler"
+	"github.com/99designs/gqlgen/graphql/handler/extension"
+	"github.com/99designs/gqlgen/graphql/handler/lru"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/coder/websocket"
+	"github.com/rs/cors"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+)
+
+// ServerConfig holds the server's settings. The zero value of every field but Secret is a usable default.
+type ServerConfig struct {
+	// Secret verifies bearer tokens (HS256). Required.
+	Secret []byte
+	// AllowedOrigins are the origins allowed by CORS and for websockets (patterns such as
+	// "https://*.example.com"). Empty allows same-origin requests and clients without an Origin.
+	AllowedOrigins []string
+	// DisableIntrospection turns schema introspection off (it is on by default).
+	DisableIntrospection bool
+	// QueryCacheSize is the number of parsed queries kept (default 1000).
+	QueryCacheSize int
+	// APQCacheSize is the number of persisted queries kept (default 1000).
+	APQCacheSize int
+	// ComplexityLimit bounds the complexity of one operation (default 1000).
+	ComplexityLimit int
+	// ParserTokenLimit bounds the tokens of one query document (default 15000).
+	ParserTokenLimit int
+	// MaxBodyBytes bounds a request body (default 1 MiB).
+	MaxBodyBytes int64
+	// PingInterval is the websocket ping interval of both subprotocols (default 10 s).
+	PingInterval time.Duration
+	// Logger receives internal errors (default: discarded).
+	Logger *slog.Logger
+	// Metrics records requests, errors by code, mutation latency and subscribers (nil: none).
+	Metrics *Metrics
+}
+
+func (c ServerConfig) withDefaults() ServerConfig {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.QueryCacheSize, 1000)
+	def(&c.APQCacheSize, 1000)
+	def(&c.ComplexityLimit, 1000)
+	def(&c.ParserTokenLimit, 15000)
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// NewServer returns the HTTP handler of the GraphQL API: /graphql (POST, GET, websocket with the
+// graphql-transport-ws and legacy graphql-ws subprotocols, SSE) and / (GraphiQL, served from
+// embedded assets). Errors: an empty secret or a resolver without Commands, Reads or Changes.
+func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
+	if len(cfg.Secret) == 0 {
+		return nil, errors.New("graph server: empty token secret")
+	}
+	if r == nil || r.Commands == nil || r.Reads == nil || r.Changes == nil {
+		return nil, errors.New("graph server: resolver needs Commands, Reads and Changes")
+	}
+	cfg = cfg.withDefaults()
+	if r.Logger == nil {
+		r.Logger = cfg.Logger
+	}
+
+	srv := handler.New(NewExecutableSchema(Config{Resolvers: r}))
+	// Transports: first match wins, so the websocket upgrade is tried first and SSE before POST.
+	srv.AddTransport(transport.Websocket{
+		Implementation: transport.CoderWebsocketImplementation{AcceptOptions: websocket.AcceptOptions{
+			Subprotocols:   []string{"graphql-transport-ws", "graphql-ws"},
+			OriginPatterns: originPatterns(cfg.AllowedOrigins),
+		}},
+		InitFunc:              wsInit(cfg.Secret),
+		InitTimeout:           10 * time.Second,
+		PingPongInterval:      cfg.PingInterval,
+		KeepAlivePingInterval: cfg.PingInterval,
+	})
+	srv.AddTransport(transport.SSE{})
+	srv.AddTransport(transport.Options{})
+	srv.AddTransport(transport.GET{})
+	srv.AddTransport(transport.POST{})
+
+	srv.SetQueryCache(lru.New[*ast.QueryDocument](cfg.QueryCacheSize))
+	srv.SetParserTokenLimit(cfg.ParserTokenLimit)
+	if !cfg.DisableIntrospection {
+		srv.Use(extension.Introspection{})
+	}
+	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](cfg.APQCacheSize)})
+	srv.Use(extension.FixedComplexityLimit(cfg.ComplexityLimit))
+	srv.SetErrorPresenter(presentError(cfg.Logger, cfg.Metrics))
+	srv.SetRecoverFunc(recoverPanic(cfg.Logger))
+	srv.AroundOperations(cfg.Metrics.aroundOperations)
+	srv.AroundOperations(guardOperation)
+	srv.AroundRootFields(cfg.Metrics.aroundRootFields)
+	srv.AroundResponses(perResponse(r))
+
+	mux := http.NewServeMux()
+	mux.Handle("/graphql", limitBody(cfg.MaxBodyBytes, authenticate(cfg.Secret, srv)))
+	mountGraphiQL(mux, "/graphql")
+
+	c := cors.New(cors.Options{
+		AllowedOrigins:   cfg.AllowedOrigins,
+		AllowedMethods:   []string{http.MethodGet, http.MethodPost, http.MethodOptions},
+		AllowedHeaders:   []string{"Authorization", "Content-Type", "Accept"},
+		AllowCredentials: false,
+		MaxAge:           600,
+	})
+	if len(cfg.AllowedOrigins) == 0 {
+		return mux, nil
+	}
+	return c.Handler(mux), nil
+}
+
+func originPatterns(origins []string) []string {
+	out := make([]string, 0, len(origins))
+	for _, o := range origins {
+		// coder/websocket matches host patterns, not URLs: drop the scheme.
+		if _, host, ok := strings.Cut(o, "://"); ok {
+			o = host
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+// wsInit authenticates a websocket from its connection_init payload. A bad token closes the
+// connection with 4403, which graphql-ws clients treat as final instead of reconnecting in a loop.
+func wsInit(secret []byte) transport.WebsocketInitFunc {
+	return func(ctx context.Context, p transport.InitPayload) (context.Context, *transport.InitPayload, error) {
+		id := identify(secret, p.Authorization())
+		if id.bad != nil {
+			return transport.WithWebsocketCloseCode(ctx, 4403), nil, errors.New("forbidden: invalid token")
+		}
+		return withIdentity(ctx, id), nil, nil
+	}
+}
+
+// guardOperation fails an operation that presented a bad token, and a mutation without a token,
+// before any resolver runs. It also gives subscriptions the flag that reports an overflow.
+func guardOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+	id := identityFrom(ctx)
+	oc := graphql.GetOperationContext(ctx)
+	if id.bad != nil {
+		return graphql.OneShot(unauthenticated("invalid or expired token"))
+	}
+	if oc != nil && oc.Operation != nil {
+		switch oc.Operation.Operation {
+		case ast.Mutation:
+			if id.user == "" {
+				return graphql.OneShot(unauthenticated("a valid bearer token is required"))
+			}
+		case ast.Subscription:
+			ctx = context.WithValue(ctx, overflowKey{}, new(atomic.Bool))
+		}
+	}
+	return next(ctx)
+}
+
+func unauthenticated(msg string) *graphql.Response {
+	return &graphql.Response{Errors: gqlerror.List{{Message: msg, Extensions: map[string]any{"code": CodeUnauthenticated}}}}
+}
+
+type overflowKey struct{}
+
+func overflowFlag(ctx context.Context) *atomic.Bool {
+	f, _ := ctx.Value(overflowKey{}).(*atomic.Bool)
+	return f
+}
+
+// perResponse gives every response (a query's result, or one subscription event) fresh dataloaders,
+// and turns the end of a subscription that was dropped for overflow into an error message.
+func perResponse(r *Resolver) graphql.ResponseMiddleware {
+	return func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+		ctx = context.WithValue(ctx, loadersKey{}, newLoaders(r.Reads, viewer(ctx)))
+		resp := next(ctx)
+		if resp == nil {
+			if f := overflowFlag(ctx); f != nil && f.CompareAndSwap(true, false) {
+				return &graphql.Response{Errors: gqlerror.List{{
+					Message:    "subscription dropped: the client did not keep up with its messages",
+					Extensions: map[string]any{"code": CodeTooSlow},
+				}}}
+			}
+		}
+		return resp
+	}
+}
+
+// limitBody bounds request bodies. A declared length over the limit is refused at once with 413;
+// a body that only turns out too long while reading fails in the transport, which the error
+// presenter reports as "request body is too large".
+func limitBody(limit int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			fmt.Fprintf(w, `{"errors":[{"message":"request body is larger than %d bytes","extensions":{"code":%q}}],"data":null}`, limit, CodeBadRequest)
+			return
+		}
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, limit)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
