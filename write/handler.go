@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // Handler runs commands: load the aggregate, let it decide, append what it decided. Nothing else
@@ -18,6 +19,10 @@ type Handler struct {
 	newID         func() string
 	retries       int
 	snapshotEvery int64
+	// posts caches recently used posts. A cached post is only a starting point, like a snapshot:
+	// every load still reads the events stored after it, so a change made by another process (a
+	// deletion, say) is always seen. It saves the snapshot read and its decoding on hot posts.
+	posts *lru.Cache[string, cachedPost]
 }
 
 // Option configures a Handler.
@@ -47,6 +52,7 @@ func NewHandler(store EventStore, opts ...Option) *Handler {
 	for _, o := range opts {
 		o(h)
 	}
+	h.posts, _ = lru.New[string, cachedPost](4096)
 	return h
 }
 
@@ -265,7 +271,46 @@ func (h *Handler) Post(ctx context.Context, id string) (Post, error) {
 // the version of the snapshot it started from, so that appendPost knows when to refresh it.
 func (h *Handler) loadPost(ctx context.Context, id string) (Post, int64, error) {
 	stream := PostStream(id)
-	p := Post{ID: id}
+	p, from, err := h.startPost(ctx, id)
+	if err != nil {
+		return Post{}, 0, err
+	}
+	evs, err := h.store.Load(ctx, stream, p.Version)
+	if err != nil {
+		return Post{}, 0, fmt.Errorf("load %s: %w", stream, err)
+	}
+	for _, e := range evs {
+		if err := p.Apply(e); err != nil {
+			return Post{}, 0, err
+		}
+	}
+	h.remember(p, from)
+	return p, from, nil
+}
+
+// cachedPost is what the cache keeps: the post and the version of its latest stored snapshot.
+type cachedPost struct {
+	post       Post
+	snapshotAt int64
+}
+
+func (h *Handler) remember(p Post, snapshotAt int64) {
+	if p.Version > 0 {
+		p.Comments = append([]Comment(nil), p.Comments...) // callers may keep and change theirs
+		h.posts.Add(p.ID, cachedPost{post: p, snapshotAt: snapshotAt})
+	}
+}
+
+// startPost returns the state to fold a post's newer events onto: the cached post, else the
+// snapshot, else an empty post. from is the version of the stored snapshot it descends from.
+func (h *Handler) startPost(ctx context.Context, id string) (p Post, from int64, err error) {
+	if c, ok := h.posts.Get(id); ok {
+		p = c.post
+		p.Comments = append([]Comment(nil), c.post.Comments...) // the cached slice stays untouched
+		return p, c.snapshotAt, nil
+	}
+	stream := PostStream(id)
+	p = Post{ID: id}
 	snap, ok, err := h.store.LoadSnapshot(ctx, stream)
 	if err != nil {
 		return Post{}, 0, fmt.Errorf("load snapshot of %s: %w", stream, err)
@@ -276,17 +321,7 @@ func (h *Handler) loadPost(ctx context.Context, id string) (Post, int64, error) 
 			p = s
 		}
 	}
-	from := p.Version
-	evs, err := h.store.Load(ctx, stream, p.Version)
-	if err != nil {
-		return Post{}, 0, fmt.Errorf("load %s: %w", stream, err)
-	}
-	for _, e := range evs {
-		if err := p.Apply(e); err != nil {
-			return Post{}, 0, err
-		}
-	}
-	return p, from, nil
+	return p, p.Version, nil
 }
 
 // appendPost appends decided to the post's stream at p's version, folds the stored events into p,
@@ -307,9 +342,12 @@ func (h *Handler) appendPost(ctx context.Context, p *Post, snapshotAt int64, act
 	if p.Version-snapshotAt >= h.snapshotEvery {
 		// A failed snapshot only costs time on the next load; the command has succeeded.
 		if state, err := json.Marshal(p); err == nil {
-			_ = h.store.SaveSnapshot(ctx, Snapshot{Stream: PostStream(p.ID), Version: p.Version, Schema: PostSnapshotSchema, State: state})
+			if h.store.SaveSnapshot(ctx, Snapshot{Stream: PostStream(p.ID), Version: p.Version, Schema: PostSnapshotSchema, State: state}) == nil {
+				snapshotAt = p.Version
+			}
 		}
 	}
+	h.remember(*p, snapshotAt)
 	return stored, nil
 }
 

@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 type EventStore struct {
 	w       *sql.DB
 	r       *sql.DB
+	// Statements run on every command are prepared once: parsing costs as much as executing here.
+	stmtVersion, stmtInsert, stmtLoad *sql.Stmt
 	appends chan *appendReq
 	quit    chan struct{}
 	done    chan struct{}
@@ -109,7 +111,24 @@ func Open(ctx context.Context, path string) (*EventStore, error) {
 		return nil, fmt.Errorf("open event store %s: %w", path, err)
 	}
 	r.SetMaxOpenConns(8)
-	s := &EventStore{w: w, r: r, appends: make(chan *appendReq, maxGroup), quit: make(chan struct{}), done: make(chan struct{})}
+	prepare := func(db *sql.DB, q string) *sql.Stmt {
+		if err != nil {
+			return nil
+		}
+		var st *sql.Stmt
+		st, err = db.PrepareContext(ctx, q)
+		return st
+	}
+	stmtVersion := prepare(w, "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?")
+	stmtInsert := prepare(w, `INSERT INTO events (id, stream, version, post_id, type, schema, actor, at, data)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position`)
+	stmtLoad := prepare(r, selectEvents+"WHERE stream = ? AND version > ? ORDER BY version")
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("prepare event store statements: %w", err)
+	}
+	s := &EventStore{w: w, r: r, stmtVersion: stmtVersion, stmtInsert: stmtInsert, stmtLoad: stmtLoad, appends: make(chan *appendReq, maxGroup), quit: make(chan struct{}), done: make(chan struct{})}
 	go s.writer()
 	return s, nil
 }
@@ -191,11 +210,20 @@ func (s *EventStore) commit(group []*appendReq) {
 			return err
 		}
 		defer tx.Rollback()
+		if len(group) == 1 {
+			// Alone in its transaction, an append needs no savepoint: a failure rolls back everything.
+			evs, err := s.appendInTx(ctx, tx, group[0])
+			results[0] = appendResult{events: evs, err: err}
+			if err != nil {
+				return nil
+			}
+			return tx.Commit()
+		}
 		for i, req := range group {
 			if _, err := tx.ExecContext(ctx, "SAVEPOINT a"); err != nil {
 				return err
 			}
-			evs, err := appendInTx(ctx, tx, req)
+			evs, err := s.appendInTx(ctx, tx, req)
 			if err != nil {
 				if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO a"); rerr != nil {
 					return rerr
@@ -216,9 +244,9 @@ func (s *EventStore) commit(group []*appendReq) {
 	}
 }
 
-func appendInTx(ctx context.Context, tx *sql.Tx, req *appendReq) ([]write.Event, error) {
+func (s *EventStore) appendInTx(ctx context.Context, tx *sql.Tx, req *appendReq) ([]write.Event, error) {
 	var current int64
-	if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?", req.stream).Scan(&current); err != nil {
+	if err := tx.StmtContext(ctx, s.stmtVersion).QueryRowContext(ctx, req.stream).Scan(&current); err != nil {
 		return nil, err
 	}
 	if current != req.expected {
@@ -228,9 +256,7 @@ func appendInTx(ctx context.Context, tx *sql.Tx, req *appendReq) ([]write.Event,
 	for i, e := range req.events {
 		e.Stream, e.Version = req.stream, req.expected+int64(i)+1
 		e.At = e.At.UTC()
-		err := tx.QueryRowContext(ctx, `INSERT INTO events (id, stream, version, post_id, type, schema, actor, at, data)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position`,
-			e.ID, e.Stream, e.Version, e.PostID, e.Type, e.Schema, e.Actor, e.At.Format(time.RFC3339Nano), []byte(e.Data)).Scan(&e.Position)
+		err := tx.StmtContext(ctx, s.stmtInsert).QueryRowContext(ctx, e.ID, e.Stream, e.Version, e.PostID, e.Type, e.Schema, e.Actor, e.At.Format(time.RFC3339Nano), []byte(e.Data)).Scan(&e.Position)
 		if err != nil {
 			var se *sqlite.Error
 			if errors.As(err, &se) && (se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY) {
@@ -247,7 +273,8 @@ const selectEvents = "SELECT position, id, stream, version, post_id, type, schem
 
 // Load implements write.EventStore.
 func (s *EventStore) Load(ctx context.Context, stream string, after int64) ([]write.Event, error) {
-	return s.query(ctx, selectEvents+"WHERE stream = ? AND version > ? ORDER BY version", stream, after)
+	rows, err := s.stmtLoad.QueryContext(ctx, stream, after)
+	return scanEvents(rows, err)
 }
 
 // ReadAll implements write.EventStore. Positions are dense and commit in order because one writer
@@ -258,6 +285,10 @@ func (s *EventStore) ReadAll(ctx context.Context, after int64, limit int) ([]wri
 
 func (s *EventStore) query(ctx context.Context, q string, args ...any) ([]write.Event, error) {
 	rows, err := s.r.QueryContext(ctx, q, args...)
+	return scanEvents(rows, err)
+}
+
+func scanEvents(rows *sql.Rows, err error) ([]write.Event, error) {
 	if err != nil {
 		return nil, fmt.Errorf("query events: %w", err)
 	}
