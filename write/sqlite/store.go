@@ -50,13 +50,13 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 // savepoint so that a conflicting append fails alone. Reads use a separate pool of connections,
 // which WAL mode lets run beside the writer.
 type EventStore struct {
-	w       *sql.DB
-	r       *sql.DB
+	w *sql.DB
+	r *sql.DB
 	// Statements run on every command are prepared once: parsing costs as much as executing here.
 	stmtVersion, stmtInsert, stmtLoad *sql.Stmt
-	appends chan *appendReq
-	quit    chan struct{}
-	done    chan struct{}
+	appends                           chan *appendReq
+	quit                              chan struct{}
+	done                              chan struct{}
 }
 
 type appendReq struct {
