@@ -256,7 +256,9 @@ func TestPostCreatedFiltersByAuthor(t *testing.T) {
 	got := map[string][]string{}
 	for range 3 {
 		m := c.next(ctx)
-		var r struct{ Data struct{ PostCreated postJSON } }
+		var r struct {
+			Data struct{ PostCreated postJSON }
+		}
 		if err := json.Unmarshal(m.Payload, &r); err != nil {
 			t.Fatalf("payload %s: %v", m.Payload, err)
 		}
