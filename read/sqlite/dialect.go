@@ -26,6 +26,9 @@ func (dialect) Name() string { return "sqlite" }
 // MaxParams stays well under SQLite's 32,766 so one statement's text remains small.
 func (dialect) MaxParams() int { return 9999 }
 
+// LockApply is empty: the writer's IMMEDIATE transactions already take SQLite's write lock.
+func (dialect) LockApply() string { return "" }
+
 func (dialect) ActiveGen() string { return "SELECT active FROM generation WHERE id = 1" }
 
 func (dialect) SelectApplied(n int) string {
@@ -133,8 +136,8 @@ func (dialect) StreamVersion() string {
 
 func (dialect) NextGen() []string {
 	return []string{
-		"UPDATE generation SET next = next + 1 WHERE id = 1",
-		"SELECT next - 1 FROM generation WHERE id = 1",
+		"UPDATE generation SET next_gen = next_gen + 1 WHERE id = 1",
+		"SELECT next_gen - 1 FROM generation WHERE id = 1",
 	}
 }
 

@@ -27,6 +27,9 @@ type Dialect interface {
 	// MaxParams is the most parameters one statement may carry.
 	MaxParams() int
 
+	// LockApply, when not empty, runs first in every Apply and generation transaction to serialise
+	// them across processes (SQLite's IMMEDIATE transactions already do). No arguments.
+	LockApply() string
 	// ActiveGen returns the active generation. No arguments.
 	ActiveGen() string
 	// SelectApplied returns (stream, version) rows. Args: gen, n streams.

@@ -91,6 +91,9 @@ func (m *Model) apply(ctx context.Context, gen int64, events []write.Event) (cha
 			_ = tx.Rollback() // the error that made us roll back is the one worth returning
 		}
 	}()
+	if err = m.lock(ctx, tx); err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
 	if gen == 0 {
 		if err = tx.GetContext(ctx, &gen, m.d.ActiveGen()); err != nil {
 			return nil, fmt.Errorf("apply: active generation: %w", err)
@@ -275,6 +278,16 @@ func (m *Model) store(ctx context.Context, tx *sqlx.Tx, gen int64, b *batch) err
 	return nil
 }
 
+// lock takes the dialect's cross-process apply lock, if it has one.
+func (m *Model) lock(ctx context.Context, tx *sqlx.Tx) error {
+	if q := m.d.LockApply(); q != "" {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+	}
+	return nil
+}
+
 // execRows runs a multi-row statement over rows, cut into chunks under the parameter limit.
 func (m *Model) execRows(ctx context.Context, tx *sqlx.Tx, stmt func(n int) string, cols int, rows [][]any) error {
 	for _, c := range chunks(len(rows), m.d.MaxParams()/cols) {
@@ -403,6 +416,9 @@ func (m *Model) NewGeneration(ctx context.Context) (gen int64, err error) {
 			_ = tx.Rollback() // the cause is already in err
 		}
 	}()
+	if err = m.lock(ctx, tx); err != nil {
+		return 0, fmt.Errorf("new generation: %w", err)
+	}
 	for _, t := range Tables {
 		if _, err = tx.ExecContext(ctx, m.d.DeleteInactive(t)); err != nil {
 			return 0, fmt.Errorf("new generation: clear %s: %w", t, err)
@@ -434,6 +450,9 @@ func (m *Model) Activate(ctx context.Context, gen int64) (old int64, err error) 
 			_ = tx.Rollback() // the cause is already in err
 		}
 	}()
+	if err = m.lock(ctx, tx); err != nil {
+		return 0, fmt.Errorf("activate generation %d: %w", gen, err)
+	}
 	if err = tx.GetContext(ctx, &old, m.d.ActiveGen()); err != nil {
 		return 0, fmt.Errorf("activate generation %d: %w", gen, err)
 	}
@@ -476,7 +495,7 @@ func (m *Model) ActiveGeneration(ctx context.Context) (int64, error) {
 // Dump lists the active generation in one read transaction. See read.Inspector.
 func (m *Model) Dump(ctx context.Context) (read.State, error) {
 	st := read.State{Streams: map[string]int64{}}
-	tx, err := m.reader.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := m.reader.BeginTxx(ctx, nil) // not ReadOnly: SQL Server's driver refuses that option
 	if err != nil {
 		return st, fmt.Errorf("dump: begin: %w", err)
 	}

@@ -6,9 +6,9 @@
 CREATE TABLE IF NOT EXISTS generation (
     id     INTEGER PRIMARY KEY CHECK (id = 1),
     active INTEGER NOT NULL,
-    next   INTEGER NOT NULL
+    next_gen INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO generation (id, active, next) VALUES (1, 1, 2);
+INSERT OR IGNORE INTO generation (id, active, next_gen) VALUES (1, 1, 2);
 
 CREATE TABLE IF NOT EXISTS posts (
     gen           INTEGER NOT NULL,

@@ -1,0 +1,187 @@
+package sqlserver
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/postgate/postgate/read"
+	"github.com/postgate/postgate/read/internal/sqlmodel"
+)
+
+// dialect is the T-SQL text of the read model's statements. Every method is a pure function of
+// its arguments; the golden tests in this package pin each one's text and parameter count.
+type dialect struct{}
+
+var _ sqlmodel.Dialect = dialect{}
+
+// MaxParams stays under SQL Server's hard limit of 2,100 parameters per statement.
+const MaxParams = 2000
+
+func ph(i int) string { return fmt.Sprintf("@p%d", i) }
+
+func list(first, n int) string { return sqlmodel.Placeholders(ph, first, n) }
+
+const activeGen = "(SELECT active FROM dbo.generation WHERE id = 1)"
+
+const postCols = "id, author, message, created_at, edited_at, likes, like_version, comment_count, version"
+
+// dt casts a parameter to the column type: the driver sends time.Time as datetimeoffset, and a
+// comparison of a datetime2 column with a datetimeoffset would convert the column and lose the index.
+func dt(p string) string { return "CAST(" + p + " AS DATETIME2(7))" }
+
+func (dialect) Name() string { return "sqlserver" }
+
+func (dialect) MaxParams() int { return MaxParams }
+
+// LockApply serialises projection transactions across processes, as SQLite's single writer does:
+// Apply reads versions and then writes, which must not interleave with another Apply.
+func (dialect) LockApply() string {
+	return "EXEC sp_getapplock @Resource = N'postgate.read.apply', @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 30000;"
+}
+
+func (dialect) ActiveGen() string { return "SELECT active FROM dbo.generation WHERE id = 1;" }
+
+func (dialect) SelectApplied(n int) string {
+	return "SELECT stream, version FROM dbo.applied WHERE gen = @p1 AND stream IN (" + list(2, n) + ");"
+}
+
+func (dialect) SelectPosts(n int) string {
+	return "SELECT " + postCols + ", deleted FROM dbo.posts WHERE gen = @p1 AND id IN (" + list(2, n) + ");"
+}
+
+func (dialect) SelectLikes(nPosts, nUsers int) string {
+	return "SELECT post_id, user_id FROM dbo.likes WHERE gen = @p1 AND post_id IN (" + list(2, nPosts) +
+		") AND user_id IN (" + list(2+nPosts, nUsers) + ");"
+}
+
+func (dialect) UpsertPosts(n int) string {
+	return "MERGE dbo.posts WITH (HOLDLOCK) AS t USING (VALUES " + sqlmodel.Rows(ph, 1, n, sqlmodel.PostCols) + ")" +
+		" AS s (gen, id, author, message, created_at, edited_at, likes, like_version, comment_count, version, deleted)" +
+		" ON t.gen = s.gen AND t.id = s.id" +
+		" WHEN MATCHED THEN UPDATE SET message = s.message, edited_at = " + dt("s.edited_at") + ", likes = s.likes," +
+		" like_version = s.like_version, comment_count = s.comment_count, version = s.version, deleted = s.deleted" +
+		" WHEN NOT MATCHED THEN INSERT (gen, " + postCols + ", deleted)" +
+		" VALUES (s.gen, s.id, s.author, s.message, " + dt("s.created_at") + ", " + dt("s.edited_at") + "," +
+		" s.likes, s.like_version, s.comment_count, s.version, s.deleted);"
+}
+
+func (dialect) InsertLikes(n int) string {
+	return "MERGE dbo.likes WITH (HOLDLOCK) AS t USING (VALUES " + sqlmodel.Rows(ph, 1, n, sqlmodel.LikeCols) + ")" +
+		" AS s (gen, post_id, user_id) ON t.gen = s.gen AND t.post_id = s.post_id AND t.user_id = s.user_id" +
+		" WHEN NOT MATCHED THEN INSERT (gen, post_id, user_id) VALUES (s.gen, s.post_id, s.user_id);"
+}
+
+func (dialect) DeleteLike() string {
+	return "DELETE FROM dbo.likes WHERE gen = @p1 AND post_id = @p2 AND user_id = @p3;"
+}
+
+func (dialect) InsertComment() string {
+	return "INSERT INTO dbo.comments (gen, post_id, id, author, text, created_at)" +
+		" SELECT @p1, @p2, @p3, @p4, @p5, " + dt("@p6") +
+		" WHERE NOT EXISTS (SELECT 1 FROM dbo.comments WITH (UPDLOCK, HOLDLOCK) WHERE gen = @p1 AND post_id = @p2 AND id = @p3);"
+}
+
+func (dialect) UpdateComment() string {
+	return "UPDATE dbo.comments SET text = @p1, edited_at = " + dt("@p2") + " WHERE gen = @p3 AND post_id = @p4 AND id = @p5;"
+}
+
+func (dialect) DeleteComment() string {
+	return "DELETE FROM dbo.comments WHERE gen = @p1 AND post_id = @p2 AND id = @p3;"
+}
+
+func (dialect) UpsertApplied(n int) string {
+	return "MERGE dbo.applied WITH (HOLDLOCK) AS t USING (VALUES " + sqlmodel.Rows(ph, 1, n, sqlmodel.AppliedCols) + ")" +
+		" AS s (gen, stream, post_id, version) ON t.gen = s.gen AND t.stream = s.stream" +
+		" WHEN MATCHED THEN UPDATE SET version = s.version" +
+		" WHEN NOT MATCHED THEN INSERT (gen, stream, post_id, version) VALUES (s.gen, s.stream, s.post_id, s.version);"
+}
+
+func (dialect) Post() string {
+	return "SELECT " + postCols + " FROM dbo.posts WHERE gen = " + activeGen + " AND deleted = 0 AND id = @p1;"
+}
+
+// Posts pages with TOP and a keyset: T-SQL has no row-value comparison, so the keyset is spelled
+// out as (a < x OR (a = x AND id < y)).
+func (dialect) Posts(f read.PostFilter, after *sqlmodel.Cursor) (string, []any) {
+	var args []any
+	next := func(v any) string {
+		args = append(args, v)
+		return ph(len(args))
+	}
+	top := next(sqlmodel.ClampFirst(f.First) + 1)
+	where := []string{"gen = " + activeGen, "deleted = 0"}
+	if f.Author != "" {
+		where = append(where, "author = "+next(f.Author))
+	}
+	if f.MinLikes > 0 {
+		where = append(where, "likes >= "+next(f.MinLikes))
+	}
+	if f.WithComments {
+		where = append(where, "comment_count > 0")
+	}
+	var order string
+	switch f.Order {
+	case read.Oldest:
+		order = "created_at, id"
+		if after != nil {
+			t, id := dt(next(after.At)), next(after.ID)
+			where = append(where, "(created_at > "+t+" OR (created_at = "+t+" AND id > "+id+"))")
+		}
+	case read.MostLiked:
+		order = "likes DESC, id"
+		if after != nil {
+			l, id := next(after.Likes), next(after.ID)
+			where = append(where, "(likes < "+l+" OR (likes = "+l+" AND id > "+id+"))")
+		}
+	default:
+		order = "created_at DESC, id DESC"
+		if after != nil {
+			t, id := dt(next(after.At)), next(after.ID)
+			where = append(where, "(created_at < "+t+" OR (created_at = "+t+" AND id < "+id+"))")
+		}
+	}
+	return fmt.Sprintf("SELECT TOP (%s) %s FROM dbo.posts WHERE %s ORDER BY %s;", top, postCols, strings.Join(where, " AND "), order), args
+}
+
+func (dialect) Comments(n int) string {
+	return "SELECT c.id, c.post_id, c.author, c.text, c.created_at, c.edited_at FROM dbo.comments AS c" +
+		" JOIN dbo.posts AS p ON p.gen = c.gen AND p.id = c.post_id AND p.deleted = 0" +
+		" WHERE c.gen = " + activeGen + " AND c.post_id IN (" + list(1, n) + ") ORDER BY c.post_id, c.created_at, c.id;"
+}
+
+func (dialect) LikedBy(n int) string {
+	return "SELECT post_id FROM dbo.likes WHERE gen = " + activeGen + " AND user_id = @p1 AND post_id IN (" + list(2, n) + ");"
+}
+
+func (dialect) StreamVersion() string {
+	return "SELECT version FROM dbo.applied WHERE gen = " + activeGen + " AND stream = @p1;"
+}
+
+// NextGen is one statement: OUTPUT returns the reserved number from the same atomic update.
+func (dialect) NextGen() []string {
+	return []string{"UPDATE dbo.generation SET next_gen = next_gen + 1 OUTPUT deleted.next_gen WHERE id = 1;"}
+}
+
+func (dialect) SetActive() string { return "UPDATE dbo.generation SET active = @p1 WHERE id = 1;" }
+
+func (dialect) DeleteGen(table string) string { return "DELETE FROM dbo." + table + " WHERE gen = @p1;" }
+
+func (dialect) DeleteInactive(table string) string {
+	return "DELETE FROM dbo." + table + " WHERE gen <> " + activeGen + ";"
+}
+
+func (dialect) DumpPosts() string {
+	return "SELECT " + postCols + ", deleted FROM dbo.posts WHERE gen = " + activeGen + " ORDER BY id;"
+}
+
+func (dialect) DumpComments() string {
+	return "SELECT id, post_id, author, text, created_at, edited_at FROM dbo.comments WHERE gen = " + activeGen + " ORDER BY post_id, id;"
+}
+
+func (dialect) DumpLikes() string {
+	return "SELECT post_id, user_id FROM dbo.likes WHERE gen = " + activeGen + " ORDER BY post_id, user_id;"
+}
+
+func (dialect) DumpApplied() string {
+	return "SELECT stream, version FROM dbo.applied WHERE gen = " + activeGen + ";"
+}
