@@ -164,7 +164,9 @@ func (dialect) NextGen() []string {
 
 func (dialect) SetActive() string { return "UPDATE dbo.generation SET active = @p1 WHERE id = 1;" }
 
-func (dialect) DeleteGen(table string) string { return "DELETE FROM dbo." + table + " WHERE gen = @p1;" }
+func (dialect) DeleteGen(table string) string {
+	return "DELETE FROM dbo." + table + " WHERE gen = @p1;"
+}
 
 func (dialect) DeleteInactive(table string) string {
 	return "DELETE FROM dbo." + table + " WHERE gen <> " + activeGen + ";"
