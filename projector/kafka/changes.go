@@ -106,6 +106,7 @@ func (f *ChangeFollower) follow(ctx context.Context, ready func()) error {
 		go func() {
 			defer wg.Done()
 			defer pc.AsyncClose()
+			perrs := pc.Errors()
 			for {
 				select {
 				case <-ctx.Done():
@@ -121,10 +122,12 @@ func (f *ChangeFollower) follow(ctx context.Context, ready func()) error {
 						continue
 					}
 					f.fn([]read.Change{cm.change()})
-				case err, ok := <-pc.Errors():
-					if ok {
-						f.log.Warn("change follower partition", "partition", p, "err", err)
+				case err, ok := <-perrs:
+					if !ok {
+						perrs = nil
+						continue
 					}
+					f.log.Warn("change follower partition", "partition", p, "err", err)
 				}
 			}
 		}()

@@ -16,6 +16,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/postgate/postgate/projector"
 	"github.com/postgate/postgate/read"
 	"github.com/postgate/postgate/write"
 	wkafka "github.com/postgate/postgate/write/kafka"
@@ -27,10 +28,9 @@ type Applier interface {
 	Apply(ctx context.Context, events []write.Event) ([]read.Change, error)
 }
 
-// ErrPoison marks an event that can never be applied. An Applier error matching it (or the
-// projector's own poison error, through WithPoison) sends the event to the dead-letter topic
-// without retries.
-var ErrPoison = errors.New("poison event")
+// ErrPoison marks an event that can never be applied: an Applier error matching it sends the
+// event to the dead-letter topic without retries. It is the projector's own ErrPoison.
+var ErrPoison = projector.ErrPoison
 
 // DefaultGroup is the consumer group id of the projector.
 const DefaultGroup = "postgate-projector"
