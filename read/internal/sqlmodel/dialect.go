@@ -107,3 +107,9 @@ func Rows(ph func(i int) string, first, n, cols int) string {
 	}
 	return b.String()
 }
+
+// InListSize is how many values Model puts in one IN list besides one other parameter.
+func InListSize(d Dialect) int { return d.MaxParams() - 1 }
+
+// RowsPerStatement is how many rows of cols parameters Model puts in one multi-row statement.
+func RowsPerStatement(d Dialect, cols int) int { return d.MaxParams() / cols }

@@ -155,7 +155,7 @@ func (m *Model) load(ctx context.Context, tx *sqlx.Tx, gen int64, events []write
 			users = append(users, u)
 		}
 	}
-	per := m.d.MaxParams() - 1
+	per := InListSize(m.d)
 	for _, c := range chunks(len(streams), per) {
 		rows, err := tx.QueryxContext(ctx, m.d.SelectApplied(c[1]-c[0]), withGen(gen, streams[c[0]:c[1]])...)
 		if err != nil {
@@ -290,7 +290,7 @@ func (m *Model) lock(ctx context.Context, tx *sqlx.Tx) error {
 
 // execRows runs a multi-row statement over rows, cut into chunks under the parameter limit.
 func (m *Model) execRows(ctx context.Context, tx *sqlx.Tx, stmt func(n int) string, cols int, rows [][]any) error {
-	for _, c := range chunks(len(rows), m.d.MaxParams()/cols) {
+	for _, c := range chunks(len(rows), RowsPerStatement(m.d, cols)) {
 		args := make([]any, 0, (c[1]-c[0])*cols)
 		for _, r := range rows[c[0]:c[1]] {
 			args = append(args, r...)
@@ -355,7 +355,7 @@ func (m *Model) Posts(ctx context.Context, f read.PostFilter) (read.PostPage, er
 func (m *Model) Comments(ctx context.Context, postIDs []string) (map[string][]read.Comment, error) {
 	out := make(map[string][]read.Comment, len(postIDs))
 	ids := dedupe(postIDs)
-	for _, c := range chunks(len(ids), m.d.MaxParams()) {
+	for _, c := range chunks(len(ids), InListSize(m.d)) {
 		rows, err := m.reader.QueryxContext(ctx, m.d.Comments(c[1]-c[0]), strArgs(ids[c[0]:c[1]])...)
 		if err != nil {
 			return nil, fmt.Errorf("comments: %w", err)
@@ -379,7 +379,7 @@ func (m *Model) Comments(ctx context.Context, postIDs []string) (map[string][]re
 func (m *Model) LikedBy(ctx context.Context, user string, postIDs []string) (map[string]bool, error) {
 	out := make(map[string]bool, len(postIDs))
 	ids := dedupe(postIDs)
-	for _, c := range chunks(len(ids), m.d.MaxParams()-1) {
+	for _, c := range chunks(len(ids), InListSize(m.d)) {
 		args := append([]any{user}, strArgs(ids[c[0]:c[1]])...)
 		var liked []string
 		if err := m.reader.SelectContext(ctx, &liked, m.d.LikedBy(c[1]-c[0]), args...); err != nil {

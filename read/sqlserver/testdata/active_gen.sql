@@ -1,0 +1,2 @@
+-- 0 parameters
+SELECT active FROM dbo.generation WHERE id = 1;

@@ -1,0 +1,2 @@
+-- 1 parameters
+DELETE FROM dbo.comments WHERE gen = @p1;

@@ -1,0 +1,2 @@
+-- 1 parameters
+DELETE FROM dbo.likes WHERE gen = @p1;

@@ -1,0 +1,2 @@
+-- 1 parameters
+DELETE FROM dbo.posts WHERE gen = @p1;

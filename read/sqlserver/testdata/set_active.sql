@@ -1,0 +1,2 @@
+-- 1 parameters
+UPDATE dbo.generation SET active = @p1 WHERE id = 1;
