@@ -301,7 +301,6 @@ func TestSameSchemaAsSQLite(t *testing.T) {
 	}
 }
 
-
 // TestDenyListCatchesOtherDialects keeps the deny list honest: each entry must fire on a
 // statement that SQLite or PostgreSQL would accept.
 func TestDenyListCatchesOtherDialects(t *testing.T) {
