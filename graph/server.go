@@ -112,7 +112,7 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 	srv.SetErrorPresenter(presentError(cfg.Logger, cfg.Metrics))
 	srv.SetRecoverFunc(recoverPanic(cfg.Logger))
 	srv.AroundOperations(cfg.Metrics.aroundOperations)
-	srv.AroundOperations(guardOperation)
+	srv.AroundOperations(guardOperation(cfg.Metrics))
 	srv.AroundRootFields(cfg.Metrics.aroundRootFields)
 	srv.AroundResponses(perResponse(r))
 
@@ -159,23 +159,27 @@ func wsInit(secret []byte) transport.WebsocketInitFunc {
 
 // guardOperation fails an operation that presented a bad token, and a mutation without a token,
 // before any resolver runs. It also gives subscriptions the flag that reports an overflow.
-func guardOperation(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
-	id := identityFrom(ctx)
-	oc := graphql.GetOperationContext(ctx)
-	if id.bad != nil {
-		return graphql.OneShot(unauthenticated("invalid or expired token"))
-	}
-	if oc != nil && oc.Operation != nil {
-		switch oc.Operation.Operation {
-		case ast.Mutation:
-			if id.user == "" {
-				return graphql.OneShot(unauthenticated("a valid bearer token is required"))
-			}
-		case ast.Subscription:
-			ctx = context.WithValue(ctx, overflowKey{}, new(atomic.Bool))
+func guardOperation(m *Metrics) graphql.OperationMiddleware {
+	return func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+		id := identityFrom(ctx)
+		oc := graphql.GetOperationContext(ctx)
+		if id.bad != nil {
+			m.countError(CodeUnauthenticated)
+			return graphql.OneShot(unauthenticated("invalid or expired token"))
 		}
+		if oc != nil && oc.Operation != nil {
+			switch oc.Operation.Operation {
+			case ast.Mutation:
+				if id.user == "" {
+					m.countError(CodeUnauthenticated)
+					return graphql.OneShot(unauthenticated("a valid bearer token is required"))
+				}
+			case ast.Subscription:
+				ctx = context.WithValue(ctx, overflowKey{}, new(atomic.Bool))
+			}
+		}
+		return next(ctx)
 	}
-	return next(ctx)
 }
 
 func unauthenticated(msg string) *graphql.Response {
