@@ -21,7 +21,7 @@ func BenchmarkAppendToReadModel(b *testing.B) {
 
 	var mu sync.Mutex
 	pending := map[string]map[int64]time.Time{} // post -> like version -> start of the command
-	var latencies []time.Duration
+	var latencies, commands []time.Duration
 	c := s.consumer(b, WithBatch(500, time.Millisecond), WithOnChanges(func(cs []read.Change) {
 		now := time.Now()
 		mu.Lock()
@@ -58,10 +58,14 @@ func BenchmarkAppendToReadModel(b *testing.B) {
 				}
 				pending[post][likes[post]] = time.Now()
 				mu.Unlock()
+				t0 := time.Now()
 				if _, err := s.h.LikePost(context.Background(), fmt.Sprintf("bench-user-%d", i), post); err != nil {
 					errs <- err
 					return
 				}
+				mu.Lock()
+				commands = append(commands, time.Since(t0))
+				mu.Unlock()
 			}
 		}()
 	}
@@ -94,11 +98,14 @@ func BenchmarkAppendToReadModel(b *testing.B) {
 	mu.Lock()
 	defer mu.Unlock()
 	slices.Sort(latencies)
-	pct := func(p float64) float64 {
-		return float64(latencies[min(int(p*float64(len(latencies))), len(latencies)-1)]) / float64(time.Millisecond)
+	slices.Sort(commands)
+	pct := func(ds []time.Duration, p float64) float64 {
+		return float64(ds[min(int(p*float64(len(ds))), len(ds)-1)]) / float64(time.Millisecond)
 	}
-	b.ReportMetric(pct(0.50), "p50-ms")
-	b.ReportMetric(pct(0.99), "p99-ms")
-	b.ReportMetric(float64(latencies[len(latencies)-1])/float64(time.Millisecond), "max-ms")
+	b.ReportMetric(pct(latencies, 0.50), "p50-ms")
+	b.ReportMetric(pct(latencies, 0.99), "p99-ms")
+	b.ReportMetric(pct(latencies, 1), "max-ms")
+	// The command's own share (load, append, fast-path publish), to tell where the time goes.
+	b.ReportMetric(pct(commands, 0.99), "command-p99-ms")
 	b.ReportMetric(float64(b.N)/sent.Seconds(), "events/s")
 }
