@@ -1,0 +1,346 @@
+// Command postgate is a GraphQL gateway over an event-sourced post system: mutations become events
+// in an event store, events reach Kafka, a projector keeps a SQL read model, and queries and
+// subscriptions resolve from it. See README.md.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/postgate/postgate/graph"
+	"github.com/postgate/postgate/projector"
+	"github.com/postgate/postgate/read"
+	readsqlite "github.com/postgate/postgate/read/sqlite"
+	"github.com/postgate/postgate/read/sqlserver"
+	"github.com/postgate/postgate/write"
+	"github.com/postgate/postgate/write/kafka"
+	"github.com/postgate/postgate/write/mongo"
+	"github.com/postgate/postgate/write/sqlite"
+)
+
+const usage = `postgate: a GraphQL gateway over an event-sourced post system.
+
+Usage: postgate <command> [flags]
+
+Commands:
+  serve     run the service (embedded defaults when nothing is configured)
+  token     print a bearer token: postgate token --user NAME [--ttl 24h]
+  rebuild   rebuild the read model from the event store beside the live one
+  verify    compare the read model with the fold of the event store; exit 1 on a difference
+  migrate   apply read-model migrations
+  broker    run the embedded Kafka broker alone (for several postgate processes on one machine)
+
+Every command takes the flags below; each also reads the environment variable named after it.
+Run "postgate <command> -h" for them.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one command and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmd := args[0]
+	fs := flag.NewFlagSet("postgate "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := register(fs)
+	user := fs.String("user", "", "token: the user the token is for")
+	ttl := fs.Duration("ttl", 24*time.Hour, "token: how long the token is valid")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	log, err := newLogger(cfg, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "postgate:", err)
+		return 2
+	}
+	switch cmd {
+	case "serve":
+		err = serve(ctx, cfg, log, nil)
+	case "token":
+		err = token(cfg, *user, *ttl, stdout)
+	case "rebuild":
+		err = rebuild(ctx, cfg, stdout)
+	case "verify":
+		var diffs int
+		diffs, err = verify(ctx, cfg, stdout)
+		if err == nil && diffs > 0 {
+			return 1
+		}
+	case "migrate":
+		err = migrate(ctx, cfg, stdout)
+	case "broker":
+		err = broker(ctx, cfg, log, stdout)
+	default:
+		fmt.Fprintf(stderr, "postgate: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "postgate %s: %v\n", cmd, err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(cfg *Config, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.str("log-level"))); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch cfg.str("log-format") {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format: want text or json, got %q", cfg.str("log-format"))
+	}
+}
+
+// dataDir returns the data directory, creating it.
+func dataDir(cfg *Config) (string, error) {
+	dir := cfg.str("data")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("create data dir: %w", err)
+	}
+	return dir, nil
+}
+
+// openEventStore opens MongoDB when a URI is configured, else the embedded SQLite store.
+func openEventStore(ctx context.Context, cfg *Config) (write.EventStore, error) {
+	if uri := cfg.str("mongo-uri"); uri != "" {
+		majority, err := cfg.bool("mongo-majority")
+		if err != nil {
+			return nil, err
+		}
+		return mongo.Open(ctx, uri, mongo.WithDatabase(cfg.str("mongo-db")), mongo.WithMajority(majority))
+	}
+	dir, err := dataDir(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return sqlite.Open(ctx, filepath.Join(dir, "events.db"))
+}
+
+// readModel is what the commands need of a read model beyond the port.
+type readModel interface {
+	read.Model
+	read.Generations
+	read.Inspector
+	Migrate(ctx context.Context) error
+}
+
+// openReadModel opens SQL Server for a sqlserver:// DSN, else SQLite (the configured file, or the
+// embedded default in the data dir). It does not migrate.
+func openReadModel(ctx context.Context, cfg *Config) (readModel, error) {
+	dsn := cfg.str("read-dsn")
+	if strings.HasPrefix(dsn, "sqlserver://") {
+		return sqlserver.Open(ctx, dsn)
+	}
+	if dsn == "" {
+		dir, err := dataDir(cfg)
+		if err != nil {
+			return nil, err
+		}
+		dsn = filepath.Join(dir, "read.db")
+	}
+	return readsqlite.Open(ctx, dsn)
+}
+
+// jwtSecret returns the configured key, or the one kept in the data dir (made on first use).
+func jwtSecret(cfg *Config) ([]byte, error) {
+	if s := cfg.str("jwt-secret"); s != "" {
+		if len(s) < 32 {
+			return nil, errors.New("POSTGATE_JWT_SECRET must be at least 32 characters")
+		}
+		return []byte(s), nil
+	}
+	dir, err := dataDir(cfg)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "jwt.key")
+	if b, err := os.ReadFile(path); err == nil {
+		return []byte(strings.TrimSpace(string(b))), nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	enc := hex.EncodeToString(key)
+	// O_EXCL: when two processes race to make the key, one wins and the other reads the winner's.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return jwtSecret(cfg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", path, err)
+	}
+	if _, err := f.WriteString(enc + "\n"); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	return []byte(enc), nil
+}
+
+func token(cfg *Config, user string, ttl time.Duration, stdout io.Writer) error {
+	if strings.TrimSpace(user) == "" {
+		return errors.New("--user is required")
+	}
+	if ttl <= 0 {
+		return errors.New("--ttl must be positive")
+	}
+	secret, err := jwtSecret(cfg)
+	if err != nil {
+		return err
+	}
+	tok, err := graph.IssueToken(secret, user, ttl)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, tok)
+	return nil
+}
+
+func migrate(ctx context.Context, cfg *Config, stdout io.Writer) error {
+	model, err := openReadModel(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer model.Close()
+	if err := model.Migrate(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "read model is up to date")
+	return nil
+}
+
+func verify(ctx context.Context, cfg *Config, stdout io.Writer) (int, error) {
+	store, err := openEventStore(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer store.Close()
+	model, err := openReadModel(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer model.Close()
+	if err := model.Migrate(ctx); err != nil {
+		return 0, err
+	}
+	diffs, err := projector.Verify(ctx, store, model)
+	if err != nil {
+		return 0, err
+	}
+	for _, d := range diffs {
+		fmt.Fprintln(stdout, d.String())
+	}
+	if len(diffs) == 0 {
+		fmt.Fprintln(stdout, "read model equals the fold of the event store")
+	} else {
+		fmt.Fprintf(stdout, "%d differences\n", len(diffs))
+	}
+	return len(diffs), nil
+}
+
+func rebuild(ctx context.Context, cfg *Config, stdout io.Writer) error {
+	store, err := openEventStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	model, err := openReadModel(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer model.Close()
+	if err := model.Migrate(ctx); err != nil {
+		return err
+	}
+	progress := plainProgress(stdout)
+	if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		bar := progressbar.Default(-1, "rebuilding read model")
+		progress = func(done, total int64) {
+			bar.ChangeMax64(total)
+			_ = bar.Set64(done)
+		}
+		defer bar.Finish()
+	}
+	stats, err := projector.Rebuild(ctx, store, model, progress)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rebuilt read model: %d events into generation %d (replaced %d), at position %d\n",
+		stats.Events, stats.Generation, stats.Replaced, stats.Position)
+	return nil
+}
+
+// plainProgress prints a progress line at most once a second, and the last one.
+func plainProgress(w io.Writer) func(done, total int64) {
+	var last time.Time
+	return func(done, total int64) {
+		if time.Since(last) < time.Second && done < total {
+			return
+		}
+		last = time.Now()
+		pct := 100.0
+		if total > 0 {
+			pct = float64(done) * 100 / float64(total)
+		}
+		fmt.Fprintf(w, "rebuild: %d/%d events (%.0f%%)\n", done, total, pct)
+	}
+}
+
+func broker(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer) error {
+	dir, err := dataDir(cfg)
+	if err != nil {
+		return err
+	}
+	partitions, err := cfg.int("partitions")
+	if err != nil {
+		return err
+	}
+	b, err := kafka.StartBroker(filepath.Join(dir, "kafka"), cfg.str("broker-addr"), partitions)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	fmt.Fprintln(stdout, strings.Join(b.Addrs(), ","))
+	log.Info("embedded broker running", "addrs", b.Addrs())
+	<-ctx.Done()
+	return nil
+}

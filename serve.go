@@ -1,0 +1,273 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/postgate/postgate/graph"
+	"github.com/postgate/postgate/projector"
+	pkafka "github.com/postgate/postgate/projector/kafka"
+	"github.com/postgate/postgate/read"
+	"github.com/postgate/postgate/write"
+	"github.com/postgate/postgate/write/kafka"
+)
+
+// service is a running `postgate serve`: what it opened, in the order it must be closed.
+type service struct {
+	log      *slog.Logger
+	http     *http.Server
+	listener net.Listener
+	cancel   context.CancelFunc // stops the background roles
+	wg       sync.WaitGroup     // the background roles
+	closers  []func() error     // run in reverse order on close
+	shutdown time.Duration
+}
+
+// serve runs the service until ctx ends, then shuts down gracefully. started, when not nil, gets
+// the HTTP address once the service accepts requests (tests use it with --addr 127.0.0.1:0).
+func serve(ctx context.Context, cfg *Config, log *slog.Logger, started func(addr string)) error {
+	s, err := start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if started != nil {
+		started(s.listener.Addr().String())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(s.listener) }()
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			s.close(context.Background())
+			return fmt.Errorf("http: %w", err)
+		}
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), s.shutdown)
+	defer cancel()
+	return s.close(sctx)
+}
+
+// start opens the stores and the broker, starts this process's roles and listens, without serving yet.
+func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err error) {
+	s := &service{log: log}
+	defer func() {
+		if err != nil {
+			s.close(context.Background())
+		}
+	}()
+	roles, err := cfg.roles()
+	if err != nil {
+		return nil, err
+	}
+	if s.shutdown, err = cfg.duration("shutdown-timeout"); err != nil {
+		return nil, err
+	}
+	partitions, err := cfg.int("partitions")
+	if err != nil {
+		return nil, err
+	}
+	replication, err := cfg.int("replication")
+	if err != nil {
+		return nil, err
+	}
+	introspection, err := cfg.bool("introspection")
+	if err != nil {
+		return nil, err
+	}
+	maxBody, err := cfg.int("max-body")
+	if err != nil {
+		return nil, err
+	}
+	complexity, err := cfg.int("complexity")
+	if err != nil {
+		return nil, err
+	}
+	secret, err := jwtSecret(cfg)
+	if err != nil {
+		return nil, err
+	}
+
+	store, err := openEventStore(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("event store: %w", err)
+	}
+	s.closers = append(s.closers, store.Close)
+	model, err := openReadModel(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("read model: %w", err)
+	}
+	s.closers = append(s.closers, model.Close)
+	if err := model.Migrate(ctx); err != nil {
+		return nil, fmt.Errorf("migrate read model: %w", err)
+	}
+
+	brokers := cfg.list("kafka-brokers")
+	if len(brokers) == 0 {
+		dir, err := dataDir(cfg)
+		if err != nil {
+			return nil, err
+		}
+		b, err := kafka.StartBroker(filepath.Join(dir, "kafka"), "127.0.0.1:0", partitions)
+		if err != nil {
+			return nil, fmt.Errorf("embedded broker: %w", err)
+		}
+		s.closers = append(s.closers, b.Close)
+		brokers = b.Addrs()
+		log.Info("embedded kafka broker", "addrs", brokers, "dir", filepath.Join(dir, "kafka"))
+	}
+	topic, changesTopic := cfg.str("topic"), cfg.str("changes-topic")
+	if err := kafka.EnsureTopics(ctx, brokers, kafka.TopicsConfig{Events: topic, Changes: changesTopic,
+		Partitions: int32(partitions), ReplicationFactor: int16(replication)}); err != nil {
+		return nil, fmt.Errorf("kafka topics: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	bg, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	runRole := func(name string, run func(context.Context) error) {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := run(bg); err != nil && bg.Err() == nil {
+				log.Error("role stopped", "role", name, "err", err)
+			}
+		}()
+	}
+
+	var pub *kafka.Publisher
+	if roles["gateway"] || roles["relay"] {
+		if pub, err = kafka.NewPublisher(brokers, kafka.WithTopic(topic)); err != nil {
+			return nil, fmt.Errorf("kafka publisher: %w", err)
+		}
+		s.closers = append(s.closers, pub.Close)
+	}
+	var relay *kafka.Relay
+	if roles["relay"] {
+		relay = kafka.NewRelay(store, pub, kafka.WithRelayLogger(log))
+		runRole("relay", relay.Run)
+	}
+	if roles["projector"] {
+		consumer, err := pkafka.NewConsumer(brokers, projector.New(model, store),
+			pkafka.WithGroup(cfg.str("group")), pkafka.WithTopics(topic, changesTopic),
+			pkafka.WithRegistry(reg), pkafka.WithLogger(log))
+		if err != nil {
+			return nil, fmt.Errorf("projector: %w", err)
+		}
+		runRole("projector", consumer.Run)
+	}
+
+	mux := http.NewServeMux()
+	if roles["gateway"] {
+		var commandStore write.EventStore = store
+		opts := []kafka.StoreOption{kafka.WithStoreLogger(log)}
+		if relay != nil {
+			opts = append(opts, kafka.WithConfirmer(relay))
+		}
+		commandStore = kafka.NewPublishingStore(store, pub, opts...)
+		metrics, err := graph.NewMetrics(reg)
+		if err != nil {
+			return nil, err
+		}
+		hub := graph.NewHub(model, graph.WithHubLogger(log), graph.WithHubMetrics(metrics))
+		// Every gateway follows the changes topic, also beside an in-process projector: other
+		// projector processes own other partitions, and one path means no duplicate messages.
+		follower := pkafka.NewChangeFollower(brokers, changesTopic, hub.Publish)
+		runRole("changes", follower.Run)
+		select {
+		case <-follower.Ready():
+		case <-time.After(10 * time.Second):
+			return nil, errors.New("change follower did not start within 10 s")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		api, err := graph.NewServer(graph.ServerConfig{
+			Secret:               secret,
+			AllowedOrigins:       cfg.list("cors-origins"),
+			DisableIntrospection: !introspection,
+			MaxBodyBytes:         int64(maxBody),
+			ComplexityLimit:      complexity,
+			Logger:               log,
+			Metrics:              metrics,
+		}, &graph.Resolver{Commands: write.NewHandler(commandStore), Reads: model, Changes: hub, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		mux.Handle("/", api)
+	}
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		if err := ready(ctx, store, model, brokers); err != nil {
+			log.Warn("not ready", "err", err)
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ready")
+	})
+
+	s.listener, err = net.Listen("tcp", cfg.str("addr"))
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return bg },
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("postgate serving", "addr", s.listener.Addr().String(), "roles", cfg.str("roles"))
+	return s, nil
+}
+
+// ready checks every dependency this process uses.
+func ready(ctx context.Context, store write.EventStore, model read.Model, brokers []string) error {
+	if err := store.Ping(ctx); err != nil {
+		return fmt.Errorf("event store: %w", err)
+	}
+	if err := model.Ping(ctx); err != nil {
+		return fmt.Errorf("read model: %w", err)
+	}
+	return kafka.Ping(ctx, brokers)
+}
+
+// close shuts down in order: stop accepting and finish in-flight requests (mutations included),
+// then stop the roles (the projector commits its offsets), then close stores and the broker.
+func (s *service) close(ctx context.Context) error {
+	var errs []error
+	if s.http != nil {
+		if err := s.http.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+	}
+	if s.cancel != nil {
+		s.cancel() // also ends subscriptions: their contexts descend from the base context
+	}
+	s.wg.Wait()
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		if err := s.closers[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
