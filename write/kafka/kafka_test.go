@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/postgate/postgate/write"
 	"github.com/postgate/postgate/write/kafka"
@@ -227,6 +228,21 @@ func TestFastPathConfirmationsSpareTheRelayAPublish(t *testing.T) {
 			t.Fatalf("position %d published %d times, want once", p, seen[p])
 		}
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(relay)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "postgate_relay_published_events_total" {
+			if got := f.GetMetric()[0].GetCounter().GetValue(); got != 0 {
+				t.Errorf("the relay published %v events itself, want 0", got)
+			}
+			return
+		}
+	}
+	t.Error("the relay exports no published counter")
 }
 
 func TestTwoRelaysLoseNothing(t *testing.T) {

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/postgate/postgate/write"
 )
 
@@ -25,6 +27,9 @@ const maxConfirmed = 1 << 20
 // relay then publishes only positions that stay unconfirmed for a grace period, and still moves
 // its checkpoint past the confirmed ones. Across processes, or when two relays run at once, some
 // events are published twice; the projector absorbs duplicates, and nothing is ever skipped.
+//
+// A Relay is a prometheus.Collector: register it to export its checkpoint, how many events it
+// had to publish itself, and its failures.
 type Relay struct {
 	store      write.EventStore
 	pub        EventPublisher
@@ -36,7 +41,9 @@ type Relay struct {
 	log        *slog.Logger
 	now        func() time.Time
 
-	position atomic.Int64 // the checkpoint, for Position
+	position  atomic.Int64 // the checkpoint, for Position
+	published atomic.Int64
+	failures  atomic.Int64
 
 	mu        sync.Mutex
 	floor     int64              // confirmations at or below it are not needed any more
@@ -116,6 +123,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			r.failures.Add(1)
 			r.log.Warn("relay: read events", "after", cp, "err", err)
 			if !sleep(ctx, backoff.next()) {
 				return nil
@@ -128,6 +136,7 @@ func (r *Relay) Run(ctx context.Context) error {
 				if ctx.Err() != nil {
 					return nil
 				}
+				r.failures.Add(1)
 				r.log.Warn("relay: publish", "events", len(publish), "from", publish[0].Position, "err", err)
 				if !sleep(ctx, backoff.next()) {
 					return nil
@@ -135,6 +144,7 @@ func (r *Relay) Run(ctx context.Context) error {
 				continue
 			}
 		}
+		r.published.Add(int64(len(publish)))
 		backoff.reset()
 		if upto > cp {
 			// A checkpoint that fails to save only causes duplicates after a restart, so the
@@ -234,4 +244,29 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+var (
+	relayCheckpointDesc = prometheus.NewDesc("postgate_relay_checkpoint_position",
+		"Event-store position up to which every event is acknowledged by Kafka.", nil, nil)
+	relayPublishedDesc = prometheus.NewDesc("postgate_relay_published_events_total",
+		"Events the relay published itself (not confirmed by the fast path in time).", nil, nil)
+	relayFailuresDesc = prometheus.NewDesc("postgate_relay_failures_total",
+		"Failed attempts of the relay to read the store or publish.", nil, nil)
+)
+
+var _ prometheus.Collector = (*Relay)(nil)
+
+// Describe implements prometheus.Collector, so that a Relay can be registered on a registry.
+func (r *Relay) Describe(ch chan<- *prometheus.Desc) {
+	ch <- relayCheckpointDesc
+	ch <- relayPublishedDesc
+	ch <- relayFailuresDesc
+}
+
+// Collect implements prometheus.Collector.
+func (r *Relay) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(relayCheckpointDesc, prometheus.GaugeValue, float64(r.position.Load()))
+	ch <- prometheus.MustNewConstMetric(relayPublishedDesc, prometheus.CounterValue, float64(r.published.Load()))
+	ch <- prometheus.MustNewConstMetric(relayFailuresDesc, prometheus.CounterValue, float64(r.failures.Load()))
 }
