@@ -1,0 +1,75 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestREADMEDocumentsEverySetting keeps the configuration table of README.md true.
+func TestREADMEDocumentsEverySetting(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range settings {
+		row := "| `--" + s.name + "` | `" + s.env + "` |"
+		if !strings.Contains(string(readme), row) {
+			t.Errorf("README.md has no configuration row starting %q", row)
+		}
+	}
+}
+
+func TestFlagsWinOverEnvironmentOverDefaults(t *testing.T) {
+	t.Setenv("POSTGATE_ADDR", ":9999")
+	t.Setenv("POSTGATE_TOPIC", "from-env")
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	cfg := register(fs)
+	if err := fs.Parse([]string{"--topic", "from-flag"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.str("addr"); got != ":9999" {
+		t.Errorf("addr %q, want the environment's :9999", got)
+	}
+	if got := cfg.str("topic"); got != "from-flag" {
+		t.Errorf("topic %q, want the flag's", got)
+	}
+	if got := cfg.str("mongo-db"); got != "postgate" {
+		t.Errorf("mongo-db %q, want the default", got)
+	}
+}
+
+func TestRolesAreValidated(t *testing.T) {
+	for roles, ok := range map[string]bool{
+		"gateway,relay,projector": true, "projector": true, " gateway , relay ": true,
+		"gateway,cook": false, "": false,
+	} {
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		cfg := register(fs)
+		_ = fs.Parse([]string{"--roles", roles})
+		if _, err := cfg.roles(); (err == nil) != ok {
+			t.Errorf("roles %q: err %v", roles, err)
+		}
+	}
+}
+
+func TestUnknownCommandAndMissingUserFail(t *testing.T) {
+	ctx := t.Context()
+	if code := run(ctx, []string{"frobnicate"}, io.Discard, io.Discard); code != 2 {
+		t.Errorf("unknown command exited %d, want 2", code)
+	}
+	if code := run(ctx, []string{"token", "--data", t.TempDir()}, io.Discard, io.Discard); code != 1 {
+		t.Errorf("token without --user exited %d, want 1", code)
+	}
+	var out strings.Builder
+	dir := t.TempDir()
+	if code := run(ctx, []string{"token", "--data", dir, "--user", "alice"}, &out, io.Discard); code != 0 || strings.Count(out.String(), ".") != 2 {
+		t.Errorf("token exited %d with %q", code, out.String())
+	}
+	if _, err := os.Stat(dir + "/jwt.key"); err != nil {
+		t.Errorf("token did not keep its key in the data dir: %v", err)
+	}
+}
