@@ -20,6 +20,8 @@ type Hub struct {
 	logger  *slog.Logger
 	metrics *Metrics
 
+	cache *postCache
+
 	publishMu sync.Mutex // serialises Publish, so every subscriber sees changes in commit order
 
 	mu      sync.Mutex // guards the subscriber sets and wake
@@ -33,8 +35,14 @@ type Hub struct {
 type HubOption func(*Hub)
 
 // WithBuffer sets how many undelivered messages a subscriber may have before it is dropped
-// (default 64).
+// (default 128).
 func WithBuffer(n int) HubOption { return func(h *Hub) { h.buffer = max(n, 1) } }
+
+// WithPostCache sets how long post(id) may answer from memory (default 1 s; 0 turns the cache
+// off). Every Publish evicts the posts it names, so the TTL only matters when the Hub is not fed.
+func WithPostCache(ttl time.Duration) HubOption {
+	return func(h *Hub) { h.cache = newPostCache(ttl, 10000) }
+}
 
 // WithHubLogger sets where read failures during fan-out are logged (default: discarded).
 func WithHubLogger(l *slog.Logger) HubOption { return func(h *Hub) { h.logger = l } }
@@ -46,12 +54,13 @@ func WithHubMetrics(m *Metrics) HubOption { return func(h *Hub) { h.metrics = m 
 func NewHub(reads read.Queries, opts ...HubOption) *Hub {
 	h := &Hub{
 		reads:   reads,
-		buffer:  64,
+		buffer:  128,
 		logger:  slog.New(slog.DiscardHandler),
 		likes:   map[string]map[*subscriber[*LikeCount]]struct{}{},
 		updates: map[string]map[*subscriber[*Post]]struct{}{},
 		created: map[*subscriber[*Post]]struct{}{},
 		wake:    make(chan struct{}),
+		cache:   newPostCache(time.Second, 10000),
 	}
 	for _, o := range opts {
 		o(h)
@@ -76,6 +85,7 @@ func (h *Hub) Publish(changes []read.Change) {
 	h.publishMu.Lock()
 	defer h.publishMu.Unlock()
 
+	h.cache.evict(changes)
 	h.mu.Lock()
 	close(h.wake)
 	h.wake = make(chan struct{})

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/vikstrous/dataloadgen"
@@ -53,9 +54,22 @@ func newLoaders(reads read.Queries, user string) *loaders {
 	}
 }
 
+// lazyLoaders creates a response's loaders on first use: most subscription events never need them,
+// and fan-out to many subscribers should not pay for them.
+type lazyLoaders struct {
+	reads read.Queries
+	user  string
+	once  sync.Once
+	l     *loaders
+}
+
 func loadersFrom(ctx context.Context) *loaders {
-	l, _ := ctx.Value(loadersKey{}).(*loaders)
-	return l
+	z, _ := ctx.Value(loadersKey{}).(*lazyLoaders)
+	if z == nil {
+		return nil
+	}
+	z.once.Do(func() { z.l = newLoaders(z.reads, z.user) })
+	return z.l
 }
 
 // page links the posts of one connection page, so that the first post asking for a batched field

@@ -84,7 +84,11 @@ func (r *Resolver) post(ctx context.Context, id string, minVersion *int64) (*Pos
 			return nil, fmt.Errorf("wait for post %s version %d: %w", id, *minVersion, err)
 		}
 	}
-	p, ok, err := r.Reads.Post(ctx, id)
+	p, ok, err := r.Changes.cache.get(ctx, r.Reads, id)
+	if err == nil && ok && minVersion != nil && p.Version < *minVersion {
+		// The cache may lag a Publish still on its way; the wait above read the model itself.
+		p, ok, err = r.Reads.Post(ctx, id)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read post %s: %w", id, err)
 	}

@@ -197,7 +197,7 @@ func overflowFlag(ctx context.Context) *atomic.Bool {
 // and turns the end of a subscription that was dropped for overflow into an error message.
 func perResponse(r *Resolver) graphql.ResponseMiddleware {
 	return func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
-		ctx = context.WithValue(ctx, loadersKey{}, newLoaders(r.Reads, viewer(ctx)))
+		ctx = context.WithValue(ctx, loadersKey{}, &lazyLoaders{reads: r.Reads, user: viewer(ctx)})
 		resp := next(ctx)
 		if resp == nil {
 			if f := overflowFlag(ctx); f != nil && f.CompareAndSwap(true, false) {
