@@ -207,7 +207,7 @@ func TestVerifyCatchesTampering(t *testing.T) {
 		"UPDATE posts SET likes = 99 WHERE id = '" + ids[0] + "'",
 		"UPDATE posts SET message = 'tampered' WHERE id = '" + ids[1] + "'",
 		"DELETE FROM comments WHERE post_id = '" + ids[2] + "'",
-		"DELETE FROM likes WHERE post_id = '" + ids[3] + "'",
+		"UPDATE likes SET liked = 0 WHERE post_id = '" + ids[3] + "'",
 	} {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)

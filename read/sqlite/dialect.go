@@ -39,8 +39,9 @@ func (dialect) SelectPosts(n int) string {
 	return "SELECT " + postCols + ", deleted FROM posts WHERE gen = ? AND id IN (" + list(n) + ")"
 }
 
-func (dialect) SelectLikes(nPosts, nUsers int) string {
-	return "SELECT post_id, user_id FROM likes WHERE gen = ? AND post_id IN (" + list(nPosts) + ") AND user_id IN (" + list(nUsers) + ")"
+func (dialect) SelectLikes(n int) string {
+	return "SELECT post_id, user_id, version, liked FROM likes WHERE gen = ? AND (post_id, user_id) IN (VALUES " +
+		sqlmodel.Rows(ph, 1, n, sqlmodel.LikeKeyCols) + ")"
 }
 
 func (dialect) UpsertPosts(n int) string {
@@ -50,13 +51,16 @@ func (dialect) UpsertPosts(n int) string {
 		" version = excluded.version, deleted = excluded.deleted"
 }
 
-func (dialect) InsertLikes(n int) string {
-	return "INSERT INTO likes (gen, post_id, user_id) VALUES " + sqlmodel.Rows(ph, 1, n, sqlmodel.LikeCols) +
-		" ON CONFLICT (gen, post_id, user_id) DO NOTHING"
+// UpdatePostLikes uses UPDATE ... FROM so that only the like columns, and so only the likes index,
+// are written.
+func (dialect) UpdatePostLikes(n int) string {
+	return "UPDATE posts SET likes = v.column3, like_version = v.column4 FROM (VALUES " +
+		sqlmodel.Rows(ph, 1, n, sqlmodel.PostLikeCols) + ") AS v WHERE posts.gen = v.column1 AND posts.id = v.column2"
 }
 
-func (dialect) DeleteLike() string {
-	return "DELETE FROM likes WHERE gen = ? AND post_id = ? AND user_id = ?"
+func (dialect) UpsertLikes(n int) string {
+	return "INSERT INTO likes (gen, post_id, user_id, version, liked) VALUES " + sqlmodel.Rows(ph, 1, n, sqlmodel.LikeCols) +
+		" ON CONFLICT (gen, post_id, user_id) DO UPDATE SET version = excluded.version, liked = excluded.liked"
 }
 
 func (dialect) InsertComment() string {
@@ -127,11 +131,15 @@ func (dialect) Comments(n int) string {
 }
 
 func (dialect) LikedBy(n int) string {
-	return "SELECT post_id FROM likes WHERE gen = " + activeGen + " AND user_id = ? AND post_id IN (" + list(n) + ")"
+	return "SELECT post_id FROM likes WHERE gen = " + activeGen + " AND liked = 1 AND user_id = ? AND post_id IN (" + list(n) + ")"
 }
 
 func (dialect) StreamVersion() string {
 	return "SELECT version FROM applied WHERE gen = " + activeGen + " AND stream = ?"
+}
+
+func (dialect) LikeVersion() string {
+	return "SELECT version FROM likes WHERE gen = " + activeGen + " AND post_id = ? AND user_id = ?"
 }
 
 func (dialect) NextGen() []string {
@@ -158,7 +166,7 @@ func (dialect) DumpComments() string {
 }
 
 func (dialect) DumpLikes() string {
-	return "SELECT post_id, user_id FROM likes WHERE gen = " + activeGen + " ORDER BY post_id, user_id"
+	return "SELECT post_id, user_id, version, liked FROM likes WHERE gen = " + activeGen + " ORDER BY post_id, user_id"
 }
 
 func (dialect) DumpApplied() string {

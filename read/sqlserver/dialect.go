@@ -49,9 +49,10 @@ func (dialect) SelectPosts(n int) string {
 	return "SELECT " + postCols + ", deleted FROM dbo.posts WHERE gen = @p1 AND id IN (" + list(2, n) + ");"
 }
 
-func (dialect) SelectLikes(nPosts, nUsers int) string {
-	return "SELECT post_id, user_id FROM dbo.likes WHERE gen = @p1 AND post_id IN (" + list(2, nPosts) +
-		") AND user_id IN (" + list(2+nPosts, nUsers) + ");"
+func (dialect) SelectLikes(n int) string {
+	return "SELECT l.post_id, l.user_id, l.version, l.liked FROM dbo.likes AS l JOIN (VALUES " +
+		sqlmodel.Rows(ph, 2, n, sqlmodel.LikeKeyCols) + ") AS k (post_id, user_id)" +
+		" ON l.post_id = k.post_id AND l.user_id = k.user_id WHERE l.gen = @p1;"
 }
 
 func (dialect) UpsertPosts(n int) string {
@@ -65,14 +66,18 @@ func (dialect) UpsertPosts(n int) string {
 		" s.likes, s.like_version, s.comment_count, s.version, s.deleted);"
 }
 
-func (dialect) InsertLikes(n int) string {
-	return "MERGE dbo.likes WITH (HOLDLOCK) AS t USING (VALUES " + sqlmodel.Rows(ph, 1, n, sqlmodel.LikeCols) + ")" +
-		" AS s (gen, post_id, user_id) ON t.gen = s.gen AND t.post_id = s.post_id AND t.user_id = s.user_id" +
-		" WHEN NOT MATCHED THEN INSERT (gen, post_id, user_id) VALUES (s.gen, s.post_id, s.user_id);"
+// UpdatePostLikes writes only the like columns, so only the likes index is maintained.
+func (dialect) UpdatePostLikes(n int) string {
+	return "UPDATE p SET likes = v.likes, like_version = v.like_version FROM dbo.posts AS p JOIN (VALUES " +
+		sqlmodel.Rows(ph, 1, n, sqlmodel.PostLikeCols) + ") AS v (gen, id, likes, like_version)" +
+		" ON p.gen = v.gen AND p.id = v.id;"
 }
 
-func (dialect) DeleteLike() string {
-	return "DELETE FROM dbo.likes WHERE gen = @p1 AND post_id = @p2 AND user_id = @p3;"
+func (dialect) UpsertLikes(n int) string {
+	return "MERGE dbo.likes WITH (HOLDLOCK) AS t USING (VALUES " + sqlmodel.Rows(ph, 1, n, sqlmodel.LikeCols) + ")" +
+		" AS s (gen, post_id, user_id, version, liked) ON t.gen = s.gen AND t.post_id = s.post_id AND t.user_id = s.user_id" +
+		" WHEN MATCHED THEN UPDATE SET version = s.version, liked = s.liked" +
+		" WHEN NOT MATCHED THEN INSERT (gen, post_id, user_id, version, liked) VALUES (s.gen, s.post_id, s.user_id, s.version, s.liked);"
 }
 
 func (dialect) InsertComment() string {
@@ -150,11 +155,15 @@ func (dialect) Comments(n int) string {
 }
 
 func (dialect) LikedBy(n int) string {
-	return "SELECT post_id FROM dbo.likes WHERE gen = " + activeGen + " AND user_id = @p1 AND post_id IN (" + list(2, n) + ");"
+	return "SELECT post_id FROM dbo.likes WHERE gen = " + activeGen + " AND liked = 1 AND user_id = @p1 AND post_id IN (" + list(2, n) + ");"
 }
 
 func (dialect) StreamVersion() string {
 	return "SELECT version FROM dbo.applied WHERE gen = " + activeGen + " AND stream = @p1;"
+}
+
+func (dialect) LikeVersion() string {
+	return "SELECT version FROM dbo.likes WHERE gen = " + activeGen + " AND post_id = @p1 AND user_id = @p2;"
 }
 
 // NextGen is one statement: OUTPUT returns the reserved number from the same atomic update.
@@ -181,7 +190,7 @@ func (dialect) DumpComments() string {
 }
 
 func (dialect) DumpLikes() string {
-	return "SELECT post_id, user_id FROM dbo.likes WHERE gen = " + activeGen + " ORDER BY post_id, user_id;"
+	return "SELECT post_id, user_id, version, liked FROM dbo.likes WHERE gen = " + activeGen + " ORDER BY post_id, user_id;"
 }
 
 func (dialect) DumpApplied() string {

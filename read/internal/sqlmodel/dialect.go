@@ -13,9 +13,11 @@ import (
 // Column counts of the multi-row statements, so that batches can be cut under a dialect's
 // parameter limit.
 const (
-	PostCols    = 11 // gen, id, author, message, created_at, edited_at, likes, like_version, comment_count, version, deleted
-	LikeCols    = 3  // gen, post_id, user_id
-	AppliedCols = 4  // gen, stream, post_id, version
+	PostCols     = 11 // gen, id, author, message, created_at, edited_at, likes, like_version, comment_count, version, deleted
+	PostLikeCols = 4  // gen, id, likes, like_version
+	LikeCols     = 5  // gen, post_id, user_id, version, liked
+	LikeKeyCols  = 2  // post_id, user_id
+	AppliedCols  = 4  // gen, stream, post_id, version
 )
 
 // Dialect is the SQL text of one database. Every method is pure: the same input gives the same
@@ -32,25 +34,29 @@ type Dialect interface {
 	LockApply() string
 	// ActiveGen returns the active generation. No arguments.
 	ActiveGen() string
-	// SelectApplied returns (stream, version) rows. Args: gen, n streams.
+	// SelectApplied returns (stream, version) rows of post streams. Args: gen, n streams.
 	SelectApplied(n int) string
 	// SelectPosts returns full post rows (PostCols minus gen, deleted included). Args: gen, n ids.
 	SelectPosts(n int) string
-	// SelectLikes returns (post_id, user_id) rows. Args: gen, nPosts post ids, nUsers users.
-	SelectLikes(nPosts, nUsers int) string
+	// SelectLikes returns (post_id, user_id, version, liked) rows: the state of like streams, which
+	// the likes table keeps instead of applied (one row per user and post, liked or not, holding
+	// the like stream's applied version), so a like costs one row write. Args: gen, n pairs of
+	// post_id, user_id.
+	SelectLikes(n int) string
 	// UpsertPosts inserts or replaces n full post rows. Args: PostCols per row.
 	UpsertPosts(n int) string
-	// InsertLikes inserts n like rows, ignoring ones that exist. Args: LikeCols per row.
-	InsertLikes(n int) string
-	// DeleteLike deletes one like. Args: gen, post_id, user_id.
-	DeleteLike() string
+	// UpdatePostLikes sets the like counters of n existing posts, touching no other column so
+	// that only the likes index is maintained. Args: PostLikeCols per row.
+	UpdatePostLikes(n int) string
+	// UpsertLikes inserts or replaces n like rows. Args: LikeCols per row.
+	UpsertLikes(n int) string
 	// InsertComment adds a comment. Args: gen, post_id, id, author, text, created_at.
 	InsertComment() string
 	// UpdateComment edits a comment. Args: text, edited_at, gen, post_id, id.
 	UpdateComment() string
 	// DeleteComment removes a comment. Args: gen, post_id, id.
 	DeleteComment() string
-	// UpsertApplied records n applied stream versions. Args: AppliedCols per row.
+	// UpsertApplied records n applied post stream versions. Args: AppliedCols per row.
 	UpsertApplied(n int) string
 
 	// Post returns one live post of the active generation. Args: id.
@@ -61,8 +67,10 @@ type Dialect interface {
 	Comments(n int) string
 	// LikedBy returns the post ids among n that user likes. Args: user, n post ids.
 	LikedBy(n int) string
-	// StreamVersion returns the applied version of a stream. Args: stream.
+	// StreamVersion returns the applied version of a post stream. Args: stream.
 	StreamVersion() string
+	// LikeVersion returns the applied version of a like stream. Args: post_id, user_id.
+	LikeVersion() string
 
 	// NextGen reserves a generation number and returns it. No arguments; run in a transaction.
 	NextGen() []string
@@ -72,7 +80,8 @@ type Dialect interface {
 	DeleteGen(table string) string
 	// DeleteInactive deletes the rows of every inactive generation from one of Tables. No arguments.
 	DeleteInactive(table string) string
-	// DumpPosts, DumpComments, DumpLikes, DumpApplied list the active generation. No arguments.
+	// DumpPosts, DumpComments, DumpLikes (post_id, user_id, version, liked), DumpApplied list the
+	// active generation. No arguments.
 	DumpPosts() string
 	DumpComments() string
 	DumpLikes() string

@@ -10,8 +10,15 @@ import (
 // postState is a post row as loaded, plus what the batch did to it.
 type postState struct {
 	read.StoredPost
-	dirty  bool
-	change read.Change
+	dirty      bool // the whole row must be written
+	likesDirty bool // only the like counters changed
+	change     read.Change
+}
+
+// likeState is one like stream's row: its applied version and whether the user likes the post.
+type likeState struct {
+	version int64
+	liked   bool
 }
 
 type commentOpKind int
@@ -27,11 +34,6 @@ type commentOp struct {
 	c    read.Comment
 }
 
-type likeOp struct {
-	read.Like
-	add bool
-}
-
 // batch is the in-memory working set of one Apply: loaded rows, then the effects of the events,
 // decided in Go so that both dialects share one projection and the writes can go out as a few
 // multi-row statements instead of several round trips per event.
@@ -42,14 +44,15 @@ type batch struct {
 	posts        map[string]*postState
 	order        []string // post ids in first-touch order, for a stable change list
 	touched      map[string]bool
-	likes        map[read.Like]bool
-	likeOps      []likeOp
+	likes        map[read.Like]*likeState
+	likeOrder    []read.Like // like streams whose row moved, in first-touch order
+	likeDirty    map[read.Like]bool
 	commentOps   []commentOp
 }
 
 func newBatch() *batch {
 	return &batch{applied: map[string]int64{}, appliedPost: map[string]string{}, posts: map[string]*postState{},
-		touched: map[string]bool{}, likes: map[read.Like]bool{}}
+		touched: map[string]bool{}, likes: map[read.Like]*likeState{}, likeDirty: map[read.Like]bool{}}
 }
 
 // fold applies the events to the working set in slice order. read.ErrGap when an event's stream
@@ -57,7 +60,13 @@ func newBatch() *batch {
 func (b *batch) fold(events []write.Event, payloads []write.Payload) error {
 	for i, e := range events {
 		pl := payloads[i]
-		stream := streamOf(e, pl)
+		if user, liked, ok := likeOf(pl); ok {
+			if err := b.foldLike(e, user, liked); err != nil {
+				return err
+			}
+			continue
+		}
+		stream := write.PostStream(e.PostID)
 		have := b.applied[stream]
 		if e.Version <= have {
 			continue // already applied: a redelivery
@@ -74,7 +83,6 @@ func (b *batch) fold(events []write.Event, payloads []write.Payload) error {
 			continue // events on a deleted post change nothing
 		}
 		at := e.At.UTC()
-		isPostStream := stream == write.PostStream(e.PostID)
 		switch v := pl.(type) {
 		case write.PostCreated:
 			if p == nil {
@@ -89,24 +97,6 @@ func (b *batch) fold(events []write.Event, payloads []write.Payload) error {
 		case write.PostDeleted:
 			p.Deleted = true
 			p.change.Deleted = true
-		case write.PostLiked:
-			l := read.Like{PostID: e.PostID, User: v.User}
-			p.LikeVersion++
-			if !b.likes[l] {
-				b.likes[l] = true
-				b.likeOps = append(b.likeOps, likeOp{Like: l, add: true})
-				p.Likes++
-			}
-			p.change.LikesChange = true
-		case write.PostUnliked:
-			l := read.Like{PostID: e.PostID, User: v.User}
-			p.LikeVersion++
-			if b.likes[l] {
-				delete(b.likes, l)
-				b.likeOps = append(b.likeOps, likeOp{Like: l})
-				p.Likes--
-			}
-			p.change.LikesChange = true
 		case write.CommentAdded:
 			b.commentOps = append(b.commentOps, commentOp{kind: opAdd, c: read.Comment{ID: v.CommentID, PostID: e.PostID, Author: v.Author, Text: v.Text, CreatedAt: at}})
 			p.CommentCount++
@@ -121,16 +111,70 @@ func (b *batch) fold(events []write.Event, payloads []write.Payload) error {
 		default:
 			return fmt.Errorf("apply %s %s: no projection for this type", e.Type, e.ID)
 		}
-		if isPostStream {
-			p.Version = e.Version
-		}
+		p.Version = e.Version
 		p.dirty = true
-		if !b.touched[e.PostID] {
-			b.touched[e.PostID] = true
-			b.order = append(b.order, e.PostID)
-		}
+		b.touch(e.PostID)
 	}
 	return nil
+}
+
+// likeOf tells whether a payload belongs to a like stream, whose user, and whether it likes.
+func likeOf(p write.Payload) (user string, liked, ok bool) {
+	switch v := p.(type) {
+	case write.PostLiked:
+		return v.User, true, true
+	case write.PostUnliked:
+		return v.User, false, true
+	}
+	return "", false, false
+}
+
+// foldLike applies one event of a like stream. The stream's version lives in its likes row.
+func (b *batch) foldLike(e write.Event, user string, liked bool) error {
+	key := read.Like{PostID: e.PostID, User: user}
+	ls := b.likes[key]
+	if ls == nil {
+		ls = &likeState{}
+		b.likes[key] = ls
+	}
+	if e.Version <= ls.version {
+		return nil // already applied: a redelivery
+	}
+	if e.Version != ls.version+1 {
+		return fmt.Errorf("apply %s %s: stream %s at version %d, event is %d: %w", e.Type, e.ID, write.LikeStream(e.PostID, user), ls.version, e.Version, read.ErrGap)
+	}
+	p := b.posts[e.PostID]
+	if p == nil || p.Version == 0 {
+		return fmt.Errorf("apply %s %s: post %s not created yet: %w", e.Type, e.ID, e.PostID, read.ErrGap)
+	}
+	ls.version = e.Version
+	if !b.likeDirty[key] {
+		b.likeDirty[key] = true
+		b.likeOrder = append(b.likeOrder, key)
+	}
+	if p.Deleted {
+		return nil // recorded as applied, changes nothing
+	}
+	p.LikeVersion++
+	if liked != ls.liked {
+		ls.liked = liked
+		if liked {
+			p.Likes++
+		} else {
+			p.Likes--
+		}
+	}
+	p.change.LikesChange = true
+	p.likesDirty = true
+	b.touch(e.PostID)
+	return nil
+}
+
+func (b *batch) touch(postID string) {
+	if !b.touched[postID] {
+		b.touched[postID] = true
+		b.order = append(b.order, postID)
+	}
 }
 
 func (b *batch) markApplied(stream, postID string, v int64) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -115,44 +116,23 @@ func (m *Model) apply(ctx context.Context, gen int64, events []write.Event) (cha
 	return b.changes(), nil
 }
 
-// streamOf returns the stream an event belongs to, deriving it when the envelope lacks it.
-func streamOf(e write.Event, p write.Payload) string {
-	if e.Stream != "" {
-		return e.Stream
-	}
-	switch v := p.(type) {
-	case write.PostLiked:
-		return write.LikeStream(e.PostID, v.User)
-	case write.PostUnliked:
-		return write.LikeStream(e.PostID, v.User)
-	}
-	return write.PostStream(e.PostID)
-}
-
-// load reads what the batch's events need: applied versions, posts and current likes.
+// load reads what the batch's events need: post stream versions, posts and like stream rows.
 func (m *Model) load(ctx context.Context, tx *sqlx.Tx, gen int64, events []write.Event, payloads []write.Payload) (*batch, error) {
 	b := newBatch()
-	var streams, posts, users []string
-	seenS, seenP, seenU := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	var streams, posts []string
+	var pairs []read.Like
+	seenP, seenL := map[string]bool{}, map[read.Like]bool{}
 	for i, e := range events {
-		if s := streamOf(e, payloads[i]); !seenS[s] {
-			seenS[s] = true
-			streams = append(streams, s)
-		}
 		if !seenP[e.PostID] {
 			seenP[e.PostID] = true
 			posts = append(posts, e.PostID)
+			streams = append(streams, write.PostStream(e.PostID))
 		}
-		var u string
-		switch v := payloads[i].(type) {
-		case write.PostLiked:
-			u = v.User
-		case write.PostUnliked:
-			u = v.User
-		}
-		if u != "" && !seenU[u] {
-			seenU[u] = true
-			users = append(users, u)
+		if user, _, ok := likeOf(payloads[i]); ok {
+			if l := (read.Like{PostID: e.PostID, User: user}); !seenL[l] {
+				seenL[l] = true
+				pairs = append(pairs, l)
+			}
 		}
 	}
 	per := InListSize(m.d)
@@ -191,68 +171,62 @@ func (m *Model) load(ctx context.Context, tx *sqlx.Tx, gen int64, events []write
 			return nil, fmt.Errorf("apply: load posts: %w", err)
 		}
 	}
-	half := per / 2
-	for _, pc := range chunks(len(posts), half) {
-		for _, uc := range chunks(len(users), half) {
-			args := withGen(gen, posts[pc[0]:pc[1]])
-			for _, u := range users[uc[0]:uc[1]] {
-				args = append(args, u)
+	for _, c := range chunks(len(pairs), per/LikeKeyCols) {
+		args := []any{gen}
+		for _, l := range pairs[c[0]:c[1]] {
+			args = append(args, l.PostID, l.User)
+		}
+		rows, err := tx.QueryxContext(ctx, m.d.SelectLikes(c[1]-c[0]), args...)
+		if err != nil {
+			return nil, fmt.Errorf("apply: load likes: %w", err)
+		}
+		for rows.Next() {
+			var l read.Like
+			var st likeState
+			if err := rows.Scan(&l.PostID, &l.User, &st.version, &st.liked); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("apply: scan like: %w", err)
 			}
-			rows, err := tx.QueryxContext(ctx, m.d.SelectLikes(pc[1]-pc[0], uc[1]-uc[0]), args...)
-			if err != nil {
-				return nil, fmt.Errorf("apply: load likes: %w", err)
-			}
-			for rows.Next() {
-				var l read.Like
-				if err := rows.Scan(&l.PostID, &l.User); err != nil {
-					rows.Close()
-					return nil, fmt.Errorf("apply: scan like: %w", err)
-				}
-				b.likes[l] = true
-			}
-			if err := closeRows(rows); err != nil {
-				return nil, fmt.Errorf("apply: load likes: %w", err)
-			}
+			b.likes[l] = &st
+		}
+		if err := closeRows(rows); err != nil {
+			return nil, fmt.Errorf("apply: load likes: %w", err)
 		}
 	}
 	return b, nil
 }
 
-// store writes what fold decided: full post rows, like and comment changes, applied versions.
+// store writes what fold decided: post rows (whole, or only their like counters), like rows,
+// comment changes and post stream versions.
 func (m *Model) store(ctx context.Context, tx *sqlx.Tx, gen int64, b *batch) error {
-	var postArgs [][]any
+	var postArgs, postLikeArgs [][]any
 	for _, id := range b.order {
 		p := b.posts[id]
-		if !p.dirty {
-			continue
+		switch {
+		case p.dirty:
+			var edited any
+			if p.EditedAt != nil {
+				edited = p.EditedAt.UTC()
+			}
+			postArgs = append(postArgs, []any{gen, p.ID, p.Author, p.Message, p.CreatedAt.UTC(), edited,
+				p.Likes, p.LikeVersion, p.CommentCount, p.Version, p.Deleted})
+		case p.likesDirty:
+			postLikeArgs = append(postLikeArgs, []any{gen, p.ID, p.Likes, p.LikeVersion})
 		}
-		var edited any
-		if p.EditedAt != nil {
-			edited = p.EditedAt.UTC()
-		}
-		postArgs = append(postArgs, []any{gen, p.ID, p.Author, p.Message, p.CreatedAt.UTC(), edited,
-			p.Likes, p.LikeVersion, p.CommentCount, p.Version, p.Deleted})
 	}
 	if err := m.execRows(ctx, tx, m.d.UpsertPosts, PostCols, postArgs); err != nil {
 		return fmt.Errorf("apply: upsert posts: %w", err)
 	}
-	var likeArgs [][]any
-	for _, op := range b.likeOps {
-		if op.add {
-			likeArgs = append(likeArgs, []any{gen, op.PostID, op.User})
-			continue
-		}
-		// A delete must not be reordered before an insert of the same like in this batch.
-		if err := m.execRows(ctx, tx, m.d.InsertLikes, LikeCols, likeArgs); err != nil {
-			return fmt.Errorf("apply: insert likes: %w", err)
-		}
-		likeArgs = likeArgs[:0]
-		if _, err := tx.ExecContext(ctx, m.d.DeleteLike(), gen, op.PostID, op.User); err != nil {
-			return fmt.Errorf("apply: delete like: %w", err)
-		}
+	if err := m.execRows(ctx, tx, m.d.UpdatePostLikes, PostLikeCols, postLikeArgs); err != nil {
+		return fmt.Errorf("apply: update like counts: %w", err)
 	}
-	if err := m.execRows(ctx, tx, m.d.InsertLikes, LikeCols, likeArgs); err != nil {
-		return fmt.Errorf("apply: insert likes: %w", err)
+	likeArgs := make([][]any, 0, len(b.likeOrder))
+	for _, l := range b.likeOrder {
+		st := b.likes[l]
+		likeArgs = append(likeArgs, []any{gen, l.PostID, l.User, st.version, st.liked})
+	}
+	if err := m.execRows(ctx, tx, m.d.UpsertLikes, LikeCols, likeArgs); err != nil {
+		return fmt.Errorf("apply: upsert likes: %w", err)
 	}
 	for _, op := range b.commentOps {
 		var err error
@@ -395,7 +369,12 @@ func (m *Model) LikedBy(ctx context.Context, user string, postIDs []string) (map
 // StreamVersion returns the applied version of stream, 0 if none. See read.Queries.
 func (m *Model) StreamVersion(ctx context.Context, stream string) (int64, error) {
 	var v int64
-	err := m.reader.GetContext(ctx, &v, m.d.StreamVersion(), stream)
+	var err error
+	if postID, user, ok := parseLikeStream(stream); ok {
+		err = m.reader.GetContext(ctx, &v, m.d.LikeVersion(), postID, user)
+	} else {
+		err = m.reader.GetContext(ctx, &v, m.d.StreamVersion(), stream)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -403,6 +382,16 @@ func (m *Model) StreamVersion(ctx context.Context, stream string) (int64, error)
 		return 0, fmt.Errorf("stream version %s: %w", stream, err)
 	}
 	return v, nil
+}
+
+// parseLikeStream splits a write.LikeStream name into its post and user.
+func parseLikeStream(stream string) (postID, user string, ok bool) {
+	rest, ok := strings.CutPrefix(stream, "post/")
+	if !ok {
+		return "", "", false
+	}
+	postID, user, ok = strings.Cut(rest, "/likes/")
+	return postID, user, ok && write.LikeStream(postID, user) == stream
 }
 
 // NewGeneration discards inactive generations and reserves a new one. See read.Generations.
@@ -534,11 +523,16 @@ func (m *Model) Dump(ctx context.Context) (read.State, error) {
 	}
 	for rows.Next() {
 		var l read.Like
-		if err := rows.Scan(&l.PostID, &l.User); err != nil {
+		var v int64
+		var liked bool
+		if err := rows.Scan(&l.PostID, &l.User, &v, &liked); err != nil {
 			rows.Close()
 			return st, fmt.Errorf("dump likes: %w", err)
 		}
-		st.Likes = append(st.Likes, l)
+		st.Streams[write.LikeStream(l.PostID, l.User)] = v
+		if liked {
+			st.Likes = append(st.Likes, l)
+		}
 	}
 	if err := closeRows(rows); err != nil {
 		return st, fmt.Errorf("dump likes: %w", err)

@@ -41,14 +41,19 @@ CREATE TABLE IF NOT EXISTS comments (
     PRIMARY KEY (gen, post_id, id)
 ) WITHOUT ROWID;
 
+-- likes is also the state of every like stream: one row per user and post, liked or not, with the
+-- stream's applied version, so that applying a like writes one row instead of two.
 CREATE TABLE IF NOT EXISTS likes (
     gen     INTEGER NOT NULL,
     post_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    liked   INTEGER NOT NULL,
     PRIMARY KEY (gen, post_id, user_id)
 ) WITHOUT ROWID;
 
--- applied holds the highest applied version of every stream: what makes Apply idempotent.
+-- applied holds the highest applied version of every post stream: with likes.version, what makes
+-- Apply idempotent.
 CREATE TABLE IF NOT EXISTS applied (
     gen     INTEGER NOT NULL,
     stream  TEXT NOT NULL,

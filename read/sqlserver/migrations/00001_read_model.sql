@@ -59,6 +59,8 @@ BEGIN
 END;
 -- +goose StatementEnd
 
+-- likes is also the state of every like stream: one row per user and post, liked or not, with the
+-- stream's applied version, so that applying a like writes one row instead of two.
 -- +goose StatementBegin
 IF OBJECT_ID(N'dbo.likes', N'U') IS NULL
 BEGIN
@@ -66,12 +68,15 @@ BEGIN
         gen     BIGINT NOT NULL,
         post_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
         user_id NVARCHAR(128) COLLATE Latin1_General_100_BIN2 NOT NULL,
+        version BIGINT NOT NULL,
+        liked   BIT NOT NULL,
         CONSTRAINT likes_pk PRIMARY KEY (gen, post_id, user_id)
     );
 END;
 -- +goose StatementEnd
 
--- applied holds the highest applied version of every stream: what makes Apply idempotent.
+-- applied holds the highest applied version of every post stream: with likes.version, what makes
+-- Apply idempotent.
 -- +goose StatementBegin
 IF OBJECT_ID(N'dbo.applied', N'U') IS NULL
 BEGIN

@@ -1,2 +1,0 @@
--- 3 parameters
-DELETE FROM dbo.likes WHERE gen = @p1 AND post_id = @p2 AND user_id = @p3;

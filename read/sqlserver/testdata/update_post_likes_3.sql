@@ -1,0 +1,2 @@
+-- 12 parameters
+UPDATE p SET likes = v.likes, like_version = v.like_version FROM dbo.posts AS p JOIN (VALUES (@p1, @p2, @p3, @p4), (@p5, @p6, @p7, @p8), (@p9, @p10, @p11, @p12)) AS v (gen, id, likes, like_version) ON p.gen = v.gen AND p.id = v.id;

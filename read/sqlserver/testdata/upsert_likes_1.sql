@@ -1,0 +1,2 @@
+-- 5 parameters
+MERGE dbo.likes WITH (HOLDLOCK) AS t USING (VALUES (@p1, @p2, @p3, @p4, @p5)) AS s (gen, post_id, user_id, version, liked) ON t.gen = s.gen AND t.post_id = s.post_id AND t.user_id = s.user_id WHEN MATCHED THEN UPDATE SET version = s.version, liked = s.liked WHEN NOT MATCHED THEN INSERT (gen, post_id, user_id, version, liked) VALUES (s.gen, s.post_id, s.user_id, s.version, s.liked);
