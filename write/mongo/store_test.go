@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"sync"
 	"testing"
@@ -411,3 +412,5 @@ func TestOpenFailsFastWithoutAServer(t *testing.T) {
 		t.Fatal("open without a server succeeded")
 	}
 }
+
+func TestMain(m *testing.M) { os.Exit(mongotest.Main(m)) }

@@ -30,6 +30,26 @@ var server struct {
 	once sync.Once
 	uri  string
 	err  error
+	dir  string             // the SQLite files, removed by Main
+	stop context.CancelFunc // stops the server
+	done chan struct{}      // closed when Run has returned
+}
+
+// Main runs the tests of a package that uses this one and then stops the embedded server and
+// removes its files. Call it from TestMain: os.Exit(mongotest.Main(m)).
+func Main(m *testing.M) int {
+	code := m.Run()
+	if server.stop != nil {
+		server.stop()
+		select {
+		case <-server.done:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	if server.dir != "" {
+		_ = os.RemoveAll(server.dir)
+	}
+	return code
 }
 
 // Real reports whether the tests run against a real MongoDB (POSTGATE_TEST_MONGO_URI is set).
@@ -55,19 +75,25 @@ func startFerretDB() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("temp dir: %w", err)
 	}
-	// The in-memory SQLite mode keeps no files (the directory only names the databases) and is
-	// much faster than files on a loaded machine; the tests need no durability.
+	server.dir = dir
+	// Files, not SQLite's "?mode=memory": in memory, FerretDB's SQLite pool has one connection,
+	// and an update (which reads, then opens a transaction) waits for it forever.
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
 		Handler:   "sqlite",
-		SQLiteURL: "file:" + dir + "/?mode=memory",
+		SQLiteURL: "file:" + dir + "/",
 		Logger:    slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		return "", fmt.Errorf("new: %w", err)
 	}
 	// Run must be started before MongoDBURI, which waits for the listener Run opens.
-	go func() { _ = f.Run(context.Background()) }()
+	ctx, stop := context.WithCancel(context.Background())
+	server.stop, server.done = stop, make(chan struct{})
+	go func() {
+		defer close(server.done)
+		_ = f.Run(ctx)
+	}()
 	done := make(chan string, 1)
 	go func() { done <- f.MongoDBURI() }()
 	select {
