@@ -64,17 +64,19 @@ func New(model read.Model, store write.EventStore, opts ...Option) *Projector {
 // cannot be decoded, with nothing applied; read.ErrGap when fills did not close the gap; otherwise
 // the model's or the store's error.
 func (p *Projector) Apply(ctx context.Context, events []write.Event) ([]read.Change, error) {
-	if err := checkDecodable(events); err != nil {
-		return nil, err
-	}
 	batch := events
 	for fill := 0; ; fill++ {
 		changes, err := p.model.Apply(ctx, batch)
-		if !errors.Is(err, read.ErrGap) {
-			if err != nil {
-				return nil, fmt.Errorf("project %d events: %w", len(batch), err)
-			}
+		if err == nil {
 			return changes, nil
+		}
+		if !errors.Is(err, read.ErrGap) {
+			// Decoding is checked only after a failure: the model decodes every event anyway,
+			// and decoding twice on the happy path costs throughput.
+			if perr := checkDecodable(batch); perr != nil {
+				return nil, perr
+			}
+			return nil, fmt.Errorf("project %d events: %w", len(batch), err)
 		}
 		if fill >= p.maxFills {
 			return nil, fmt.Errorf("project %d events after %d gap fills: %w", len(batch), fill, err)

@@ -350,7 +350,7 @@ func TestRebuildUnderConcurrentWrites(t *testing.T) {
 	if gen, _ := e.model.ActiveGeneration(ctx); gen != st.Generation || st.Replaced == gen {
 		t.Fatalf("active generation %d, rebuild stats %+v", gen, st)
 	}
-	for _, table := range []string{"posts", "comments", "likes", "applied"} {
+	for _, table := range []string{"posts", "comments", "likes"} {
 		var n int
 		if err := db.QueryRowContext(ctx, "SELECT count(*) FROM "+table+" WHERE gen <> ?", st.Generation).Scan(&n); err != nil {
 			t.Fatalf("count old rows: %v", err)

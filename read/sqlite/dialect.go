@@ -31,10 +31,6 @@ func (dialect) LockApply() string { return "" }
 
 func (dialect) ActiveGen() string { return "SELECT active FROM generation WHERE id = 1" }
 
-func (dialect) SelectApplied(n int) string {
-	return "SELECT stream, version FROM applied WHERE gen = ? AND stream IN (" + list(n) + ")"
-}
-
 func (dialect) SelectPosts(n int) string {
 	return "SELECT " + postCols + ", deleted FROM posts WHERE gen = ? AND id IN (" + list(n) + ")"
 }
@@ -74,11 +70,6 @@ func (dialect) UpdateComment() string {
 
 func (dialect) DeleteComment() string {
 	return "DELETE FROM comments WHERE gen = ? AND post_id = ? AND id = ?"
-}
-
-func (dialect) UpsertApplied(n int) string {
-	return "INSERT INTO applied (gen, stream, post_id, version) VALUES " + sqlmodel.Rows(ph, 1, n, sqlmodel.AppliedCols) +
-		" ON CONFLICT (gen, stream) DO UPDATE SET version = excluded.version"
 }
 
 func (dialect) Post() string {
@@ -135,7 +126,7 @@ func (dialect) LikedBy(n int) string {
 }
 
 func (dialect) StreamVersion() string {
-	return "SELECT version FROM applied WHERE gen = " + activeGen + " AND stream = ?"
+	return "SELECT version FROM posts WHERE gen = " + activeGen + " AND id = ?"
 }
 
 func (dialect) LikeVersion() string {
@@ -167,8 +158,4 @@ func (dialect) DumpComments() string {
 
 func (dialect) DumpLikes() string {
 	return "SELECT post_id, user_id, version, liked FROM likes WHERE gen = " + activeGen + " ORDER BY post_id, user_id"
-}
-
-func (dialect) DumpApplied() string {
-	return "SELECT stream, version FROM applied WHERE gen = " + activeGen
 }

@@ -41,10 +41,6 @@ func (dialect) LockApply() string {
 
 func (dialect) ActiveGen() string { return "SELECT active FROM dbo.generation WHERE id = 1;" }
 
-func (dialect) SelectApplied(n int) string {
-	return "SELECT stream, version FROM dbo.applied WHERE gen = @p1 AND stream IN (" + list(2, n) + ");"
-}
-
 func (dialect) SelectPosts(n int) string {
 	return "SELECT " + postCols + ", deleted FROM dbo.posts WHERE gen = @p1 AND id IN (" + list(2, n) + ");"
 }
@@ -92,13 +88,6 @@ func (dialect) UpdateComment() string {
 
 func (dialect) DeleteComment() string {
 	return "DELETE FROM dbo.comments WHERE gen = @p1 AND post_id = @p2 AND id = @p3;"
-}
-
-func (dialect) UpsertApplied(n int) string {
-	return "MERGE dbo.applied WITH (HOLDLOCK) AS t USING (VALUES " + sqlmodel.Rows(ph, 1, n, sqlmodel.AppliedCols) + ")" +
-		" AS s (gen, stream, post_id, version) ON t.gen = s.gen AND t.stream = s.stream" +
-		" WHEN MATCHED THEN UPDATE SET version = s.version" +
-		" WHEN NOT MATCHED THEN INSERT (gen, stream, post_id, version) VALUES (s.gen, s.stream, s.post_id, s.version);"
 }
 
 func (dialect) Post() string {
@@ -159,7 +148,7 @@ func (dialect) LikedBy(n int) string {
 }
 
 func (dialect) StreamVersion() string {
-	return "SELECT version FROM dbo.applied WHERE gen = " + activeGen + " AND stream = @p1;"
+	return "SELECT version FROM dbo.posts WHERE gen = " + activeGen + " AND id = @p1;"
 }
 
 func (dialect) LikeVersion() string {
@@ -191,8 +180,4 @@ func (dialect) DumpComments() string {
 
 func (dialect) DumpLikes() string {
 	return "SELECT post_id, user_id, version, liked FROM dbo.likes WHERE gen = " + activeGen + " ORDER BY post_id, user_id;"
-}
-
-func (dialect) DumpApplied() string {
-	return "SELECT stream, version FROM dbo.applied WHERE gen = " + activeGen + ";"
 }

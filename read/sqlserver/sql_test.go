@@ -36,13 +36,11 @@ func statements() []statement {
 	add("lock_apply", d.LockApply(), 0)
 	add("active_gen", d.ActiveGen(), 0)
 	for _, n := range []int{1, 3} {
-		add(fmt.Sprintf("select_applied_%d", n), d.SelectApplied(n), 1+n)
 		add(fmt.Sprintf("select_posts_%d", n), d.SelectPosts(n), 1+n)
 		add(fmt.Sprintf("select_likes_%d", n), d.SelectLikes(n), 1+2*n)
 		add(fmt.Sprintf("update_post_likes_%d", n), d.UpdatePostLikes(n), n*sqlmodel.PostLikeCols)
 		add(fmt.Sprintf("upsert_posts_%d", n), d.UpsertPosts(n), n*sqlmodel.PostCols)
 		add(fmt.Sprintf("upsert_likes_%d", n), d.UpsertLikes(n), n*sqlmodel.LikeCols)
-		add(fmt.Sprintf("upsert_applied_%d", n), d.UpsertApplied(n), n*sqlmodel.AppliedCols)
 		add(fmt.Sprintf("comments_%d", n), d.Comments(n), n)
 		add(fmt.Sprintf("liked_by_%d", n), d.LikedBy(n), 1+n)
 	}
@@ -63,7 +61,6 @@ func statements() []statement {
 	add("dump_posts", d.DumpPosts(), 0)
 	add("dump_comments", d.DumpComments(), 0)
 	add("dump_likes", d.DumpLikes(), 0)
-	add("dump_applied", d.DumpApplied(), 0)
 	cursorAt := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	orders := map[read.PostOrder]string{read.Newest: "newest", read.Oldest: "oldest", read.MostLiked: "most_liked"}
 	for o, oname := range orders {
@@ -92,7 +89,6 @@ func statements() []statement {
 		}
 	}
 	// The largest statements the model sends, which must stay under 2,100 parameters.
-	add("max_select_applied", d.SelectApplied(in), 1+in)
 	add("max_select_posts", d.SelectPosts(in), 1+in)
 	add("max_select_likes", d.SelectLikes(in/sqlmodel.LikeKeyCols), 1+sqlmodel.LikeKeyCols*(in/sqlmodel.LikeKeyCols))
 	add("max_comments", d.Comments(in), in)
@@ -105,7 +101,6 @@ func statements() []statement {
 		{"upsert_posts", sqlmodel.PostCols, d.UpsertPosts},
 		{"update_post_likes", sqlmodel.PostLikeCols, d.UpdatePostLikes},
 		{"upsert_likes", sqlmodel.LikeCols, d.UpsertLikes},
-		{"upsert_applied", sqlmodel.AppliedCols, d.UpsertApplied},
 	} {
 		n := sqlmodel.RowsPerStatement(d, m.cols)
 		add("max_"+m.name, m.sql(n), n*m.cols)
@@ -190,8 +185,8 @@ func TestParameterLimit(t *testing.T) {
 			found++
 		}
 	}
-	if found != 9 {
-		t.Fatalf("%d maximal statements checked, want 9", found)
+	if found != 7 {
+		t.Fatalf("%d maximal statements checked, want 7", found)
 	}
 }
 
@@ -297,7 +292,7 @@ func TestSameSchemaAsSQLite(t *testing.T) {
 			t.Errorf("SQLite migrations lack %s", n)
 		}
 	}
-	if len(want) < 9 {
+	if len(want) < 8 {
 		t.Fatalf("found only %v in the SQLite migrations", want)
 	}
 }

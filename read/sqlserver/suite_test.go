@@ -29,7 +29,7 @@ func TestSuite(t *testing.T) {
 			t.Fatalf("migrate: %v", err)
 		}
 		for _, q := range []string{"DELETE FROM dbo.posts;", "DELETE FROM dbo.comments;", "DELETE FROM dbo.likes;",
-			"DELETE FROM dbo.applied;", "UPDATE dbo.generation SET active = 1, next_gen = 2 WHERE id = 1;"} {
+			"UPDATE dbo.generation SET active = 1, next_gen = 2 WHERE id = 1;"} {
 			if _, err := m.Writer().ExecContext(ctx, q); err != nil {
 				m.Close()
 				t.Fatalf("%s: %v", q, err)

@@ -34,8 +34,6 @@ type Dialect interface {
 	LockApply() string
 	// ActiveGen returns the active generation. No arguments.
 	ActiveGen() string
-	// SelectApplied returns (stream, version) rows of post streams. Args: gen, n streams.
-	SelectApplied(n int) string
 	// SelectPosts returns full post rows (PostCols minus gen, deleted included). Args: gen, n ids.
 	SelectPosts(n int) string
 	// SelectLikes returns (post_id, user_id, version, liked) rows: the state of like streams, which
@@ -56,8 +54,6 @@ type Dialect interface {
 	UpdateComment() string
 	// DeleteComment removes a comment. Args: gen, post_id, id.
 	DeleteComment() string
-	// UpsertApplied records n applied post stream versions. Args: AppliedCols per row.
-	UpsertApplied(n int) string
 
 	// Post returns one live post of the active generation. Args: id.
 	Post() string
@@ -67,7 +63,8 @@ type Dialect interface {
 	Comments(n int) string
 	// LikedBy returns the post ids among n that user likes. Args: user, n post ids.
 	LikedBy(n int) string
-	// StreamVersion returns the applied version of a post stream. Args: stream.
+	// StreamVersion returns the applied version of a post stream: the post row's version, deleted
+	// or not. Args: post id.
 	StreamVersion() string
 	// LikeVersion returns the applied version of a like stream. Args: post_id, user_id.
 	LikeVersion() string
@@ -80,16 +77,17 @@ type Dialect interface {
 	DeleteGen(table string) string
 	// DeleteInactive deletes the rows of every inactive generation from one of Tables. No arguments.
 	DeleteInactive(table string) string
-	// DumpPosts, DumpComments, DumpLikes (post_id, user_id, version, liked), DumpApplied list the
-	// active generation. No arguments.
+	// DumpPosts, DumpComments, DumpLikes (post_id, user_id, version, liked) list the active
+	// generation. No arguments.
 	DumpPosts() string
 	DumpComments() string
 	DumpLikes() string
-	DumpApplied() string
 }
 
-// Tables are the tables that hold generation rows.
-var Tables = []string{"posts", "comments", "likes", "applied"}
+// Tables are the tables that hold generation rows. What was applied is recorded in them too, in
+// the transaction of its effect: a post stream's version is its post row's version, a like
+// stream's is its likes row's.
+var Tables = []string{"posts", "comments", "likes"}
 
 // Placeholders returns n placeholders from first on, comma separated, made by ph.
 func Placeholders(ph func(i int) string, first, n int) string {

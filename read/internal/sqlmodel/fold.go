@@ -38,20 +38,19 @@ type commentOp struct {
 // decided in Go so that both dialects share one projection and the writes can go out as a few
 // multi-row statements instead of several round trips per event.
 type batch struct {
-	applied      map[string]int64
-	appliedPost  map[string]string
-	appliedOrder []string // streams whose version moved, in first-touch order
-	posts        map[string]*postState
-	order        []string // post ids in first-touch order, for a stable change list
-	touched      map[string]bool
-	likes        map[read.Like]*likeState
-	likeOrder    []read.Like // like streams whose row moved, in first-touch order
-	likeDirty    map[read.Like]bool
-	commentOps   []commentOp
+	posts      map[string]*postState
+	order      []string // changed post ids in first-touch order, for a stable change list
+	touched    map[string]bool
+	writeOrder []string // post ids whose row must be written
+	written    map[string]bool
+	likes      map[read.Like]*likeState
+	likeOrder  []read.Like // like streams whose row moved, in first-touch order
+	likeDirty  map[read.Like]bool
+	commentOps []commentOp
 }
 
 func newBatch() *batch {
-	return &batch{applied: map[string]int64{}, appliedPost: map[string]string{}, posts: map[string]*postState{},
+	return &batch{posts: map[string]*postState{}, written: map[string]bool{},
 		touched: map[string]bool{}, likes: map[read.Like]*likeState{}, likeDirty: map[read.Like]bool{}}
 }
 
@@ -66,21 +65,24 @@ func (b *batch) fold(events []write.Event, payloads []write.Payload) error {
 			}
 			continue
 		}
-		stream := write.PostStream(e.PostID)
-		have := b.applied[stream]
+		p := b.posts[e.PostID]
+		var have int64
+		if p != nil {
+			have = p.Version
+		}
 		if e.Version <= have {
 			continue // already applied: a redelivery
 		}
 		if e.Version != have+1 {
-			return fmt.Errorf("apply %s %s: stream %s at version %d, event is %d: %w", e.Type, e.ID, stream, have, e.Version, read.ErrGap)
+			return fmt.Errorf("apply %s %s: stream %s at version %d, event is %d: %w", e.Type, e.ID, write.PostStream(e.PostID), have, e.Version, read.ErrGap)
 		}
-		p := b.posts[e.PostID]
-		if _, created := pl.(write.PostCreated); !created && (p == nil || p.Version == 0) {
+		if _, created := pl.(write.PostCreated); !created && p == nil {
 			return fmt.Errorf("apply %s %s: post %s not created yet: %w", e.Type, e.ID, e.PostID, read.ErrGap)
 		}
-		b.markApplied(stream, e.PostID, e.Version)
 		if p != nil && p.Deleted {
-			continue // events on a deleted post change nothing
+			p.Version, p.dirty = e.Version, true // recorded as applied, changes nothing
+			b.write(e.PostID)
+			continue
 		}
 		at := e.At.UTC()
 		switch v := pl.(type) {
@@ -170,19 +172,21 @@ func (b *batch) foldLike(e write.Event, user string, liked bool) error {
 	return nil
 }
 
+// touch marks a post changed (it gets a Change) and its row due for writing.
 func (b *batch) touch(postID string) {
 	if !b.touched[postID] {
 		b.touched[postID] = true
 		b.order = append(b.order, postID)
 	}
+	b.write(postID)
 }
 
-func (b *batch) markApplied(stream, postID string, v int64) {
-	if _, ok := b.appliedPost[stream]; !ok {
-		b.appliedOrder = append(b.appliedOrder, stream)
+// write marks a post's row due for writing.
+func (b *batch) write(postID string) {
+	if !b.written[postID] {
+		b.written[postID] = true
+		b.writeOrder = append(b.writeOrder, postID)
 	}
-	b.applied[stream] = v
-	b.appliedPost[stream] = postID
 }
 
 // changes returns one Change per post the batch changed, in first-touch order.

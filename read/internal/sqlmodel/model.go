@@ -116,17 +116,17 @@ func (m *Model) apply(ctx context.Context, gen int64, events []write.Event) (cha
 	return b.changes(), nil
 }
 
-// load reads what the batch's events need: post stream versions, posts and like stream rows.
+// load reads what the batch's events need: the posts (whose versions are their streams') and the
+// like stream rows.
 func (m *Model) load(ctx context.Context, tx *sqlx.Tx, gen int64, events []write.Event, payloads []write.Payload) (*batch, error) {
 	b := newBatch()
-	var streams, posts []string
+	var posts []string
 	var pairs []read.Like
 	seenP, seenL := map[string]bool{}, map[read.Like]bool{}
 	for i, e := range events {
 		if !seenP[e.PostID] {
 			seenP[e.PostID] = true
 			posts = append(posts, e.PostID)
-			streams = append(streams, write.PostStream(e.PostID))
 		}
 		if user, _, ok := likeOf(payloads[i]); ok {
 			if l := (read.Like{PostID: e.PostID, User: user}); !seenL[l] {
@@ -136,24 +136,6 @@ func (m *Model) load(ctx context.Context, tx *sqlx.Tx, gen int64, events []write
 		}
 	}
 	per := InListSize(m.d)
-	for _, c := range chunks(len(streams), per) {
-		rows, err := tx.QueryxContext(ctx, m.d.SelectApplied(c[1]-c[0]), withGen(gen, streams[c[0]:c[1]])...)
-		if err != nil {
-			return nil, fmt.Errorf("apply: load applied versions: %w", err)
-		}
-		for rows.Next() {
-			var s string
-			var v int64
-			if err := rows.Scan(&s, &v); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("apply: scan applied version: %w", err)
-			}
-			b.applied[s] = v
-		}
-		if err := closeRows(rows); err != nil {
-			return nil, fmt.Errorf("apply: load applied versions: %w", err)
-		}
-	}
 	for _, c := range chunks(len(posts), per) {
 		rows, err := tx.QueryxContext(ctx, m.d.SelectPosts(c[1]-c[0]), withGen(gen, posts[c[0]:c[1]])...)
 		if err != nil {
@@ -196,11 +178,11 @@ func (m *Model) load(ctx context.Context, tx *sqlx.Tx, gen int64, events []write
 	return b, nil
 }
 
-// store writes what fold decided: post rows (whole, or only their like counters), like rows,
-// comment changes and post stream versions.
+// store writes what fold decided: post rows (whole, or only their like counters), like rows and
+// comment changes.
 func (m *Model) store(ctx context.Context, tx *sqlx.Tx, gen int64, b *batch) error {
 	var postArgs, postLikeArgs [][]any
-	for _, id := range b.order {
+	for _, id := range b.writeOrder {
 		p := b.posts[id]
 		switch {
 		case p.dirty:
@@ -241,13 +223,6 @@ func (m *Model) store(ctx context.Context, tx *sqlx.Tx, gen int64, b *batch) err
 		if err != nil {
 			return fmt.Errorf("apply: comment %s: %w", op.c.ID, err)
 		}
-	}
-	var appliedArgs [][]any
-	for _, s := range b.appliedOrder {
-		appliedArgs = append(appliedArgs, []any{gen, s, b.appliedPost[s], b.applied[s]})
-	}
-	if err := m.execRows(ctx, tx, m.d.UpsertApplied, AppliedCols, appliedArgs); err != nil {
-		return fmt.Errorf("apply: record applied versions: %w", err)
 	}
 	return nil
 }
@@ -372,8 +347,10 @@ func (m *Model) StreamVersion(ctx context.Context, stream string) (int64, error)
 	var err error
 	if postID, user, ok := parseLikeStream(stream); ok {
 		err = m.reader.GetContext(ctx, &v, m.d.LikeVersion(), postID, user)
+	} else if postID, ok := strings.CutPrefix(stream, "post/"); ok && write.PostStream(postID) == stream && !strings.Contains(postID, "/") {
+		err = m.reader.GetContext(ctx, &v, m.d.StreamVersion(), postID)
 	} else {
-		err = m.reader.GetContext(ctx, &v, m.d.StreamVersion(), stream)
+		return 0, nil // no stream of this name is ever applied
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
@@ -500,6 +477,7 @@ func (m *Model) Dump(ctx context.Context) (read.State, error) {
 			return st, fmt.Errorf("dump posts: %w", err)
 		}
 		st.Posts = append(st.Posts, p)
+		st.Streams[write.PostStream(p.ID)] = p.Version
 	}
 	if err := closeRows(rows); err != nil {
 		return st, fmt.Errorf("dump posts: %w", err)
@@ -536,21 +514,6 @@ func (m *Model) Dump(ctx context.Context) (read.State, error) {
 	}
 	if err := closeRows(rows); err != nil {
 		return st, fmt.Errorf("dump likes: %w", err)
-	}
-	if rows, err = tx.QueryxContext(ctx, m.d.DumpApplied()); err != nil {
-		return st, fmt.Errorf("dump applied: %w", err)
-	}
-	for rows.Next() {
-		var s string
-		var v int64
-		if err := rows.Scan(&s, &v); err != nil {
-			rows.Close()
-			return st, fmt.Errorf("dump applied: %w", err)
-		}
-		st.Streams[s] = v
-	}
-	if err := closeRows(rows); err != nil {
-		return st, fmt.Errorf("dump applied: %w", err)
 	}
 	sort.Slice(st.Comments, func(i, j int) bool {
 		a, b := st.Comments[i], st.Comments[j]

@@ -41,8 +41,9 @@ CREATE TABLE IF NOT EXISTS comments (
     PRIMARY KEY (gen, post_id, id)
 ) WITHOUT ROWID;
 
--- likes is also the state of every like stream: one row per user and post, liked or not, with the
--- stream's applied version, so that applying a like writes one row instead of two.
+-- What was applied lives beside its effect, written in the same transaction (idempotency): a post
+-- stream's version is posts.version, a like stream's is likes.version. So likes holds one row per
+-- user and post, liked or not, and applying a like writes one row.
 CREATE TABLE IF NOT EXISTS likes (
     gen     INTEGER NOT NULL,
     post_id TEXT NOT NULL,
@@ -52,18 +53,7 @@ CREATE TABLE IF NOT EXISTS likes (
     PRIMARY KEY (gen, post_id, user_id)
 ) WITHOUT ROWID;
 
--- applied holds the highest applied version of every post stream: with likes.version, what makes
--- Apply idempotent.
-CREATE TABLE IF NOT EXISTS applied (
-    gen     INTEGER NOT NULL,
-    stream  TEXT NOT NULL,
-    post_id TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    PRIMARY KEY (gen, stream)
-) WITHOUT ROWID;
-
 -- +goose Down
-DROP TABLE IF EXISTS applied;
 DROP TABLE IF EXISTS likes;
 DROP TABLE IF EXISTS comments;
 DROP TABLE IF EXISTS posts;

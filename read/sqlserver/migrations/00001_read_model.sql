@@ -59,8 +59,9 @@ BEGIN
 END;
 -- +goose StatementEnd
 
--- likes is also the state of every like stream: one row per user and post, liked or not, with the
--- stream's applied version, so that applying a like writes one row instead of two.
+-- What was applied lives beside its effect, written in the same transaction (idempotency): a post
+-- stream's version is posts.version, a like stream's is likes.version. So likes holds one row per
+-- user and post, liked or not, and applying a like writes one row.
 -- +goose StatementBegin
 IF OBJECT_ID(N'dbo.likes', N'U') IS NULL
 BEGIN
@@ -75,24 +76,8 @@ BEGIN
 END;
 -- +goose StatementEnd
 
--- applied holds the highest applied version of every post stream: with likes.version, what makes
--- Apply idempotent.
--- +goose StatementBegin
-IF OBJECT_ID(N'dbo.applied', N'U') IS NULL
-BEGIN
-    CREATE TABLE dbo.applied (
-        gen     BIGINT NOT NULL,
-        stream  NVARCHAR(300) COLLATE Latin1_General_100_BIN2 NOT NULL,
-        post_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
-        version BIGINT NOT NULL,
-        CONSTRAINT applied_pk PRIMARY KEY (gen, stream)
-    );
-END;
--- +goose StatementEnd
-
 -- +goose Down
 -- +goose StatementBegin
-IF OBJECT_ID(N'dbo.applied', N'U') IS NOT NULL DROP TABLE dbo.applied;
 IF OBJECT_ID(N'dbo.likes', N'U') IS NOT NULL DROP TABLE dbo.likes;
 IF OBJECT_ID(N'dbo.comments', N'U') IS NOT NULL DROP TABLE dbo.comments;
 IF OBJECT_ID(N'dbo.posts', N'U') IS NOT NULL DROP TABLE dbo.posts;

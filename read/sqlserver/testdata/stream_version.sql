@@ -1,2 +1,2 @@
 -- 1 parameters
-SELECT version FROM dbo.applied WHERE gen = (SELECT active FROM dbo.generation WHERE id = 1) AND stream = @p1;
+SELECT version FROM dbo.posts WHERE gen = (SELECT active FROM dbo.generation WHERE id = 1) AND id = @p1;

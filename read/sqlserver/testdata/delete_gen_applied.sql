@@ -1,2 +1,0 @@
--- 1 parameters
-DELETE FROM dbo.applied WHERE gen = @p1;

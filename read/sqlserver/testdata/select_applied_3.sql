@@ -1,2 +1,0 @@
--- 4 parameters
-SELECT stream, version FROM dbo.applied WHERE gen = @p1 AND stream IN (@p2, @p3, @p4);
