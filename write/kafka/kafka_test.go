@@ -403,3 +403,39 @@ func (c *commitOnce) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 func (c *commitOnce) ConsumeClaim(sarama.ConsumerGroupSession, sarama.ConsumerGroupClaim) error {
 	return nil
 }
+
+func TestPublisherStartsWhileKafkaIsDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cfg := kafka.NewSaramaConfig()
+	cfg.Net.DialTimeout = time.Second
+	pub, err := kafka.NewPublisher([]string{addr}, kafka.WithSaramaConfig(cfg))
+	if err != nil {
+		t.Fatalf("a publisher must start without Kafka: %v", err)
+	}
+	defer pub.Close()
+	ev, err := write.NewEvent("ev-1", "post-1", "alice", time.Now(), write.PostCreated{Author: "alice", Message: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.Stream, ev.Version, ev.Position = write.PostStream("post-1"), 1, 1
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	err = pub.Publish(ctx, []write.Event{ev})
+	cancel()
+	if err == nil {
+		t.Fatal("publish succeeded with no broker")
+	}
+	b := startBroker(t, t.TempDir(), addr)
+	waitFor(t, 30*time.Second, "a publish to succeed once the broker is up", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return pub.Publish(ctx, []write.Event{ev}) == nil
+	})
+	if seen := topicEvents(t, b.Addrs(), kafka.DefaultEventsTopic, 1, 10*time.Second); seen[1] == 0 {
+		t.Fatal("the event is not on the topic")
+	}
+}

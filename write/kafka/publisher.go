@@ -17,13 +17,21 @@ import (
 // ErrClosed is returned by Publish after Close.
 var ErrClosed = errors.New("kafka publisher closed")
 
+// ErrUnavailable is returned by Publish while the Publisher has not yet reached any broker.
+var ErrUnavailable = errors.New("kafka unavailable")
+
 // Publisher publishes events to the events topic with an idempotent producer: all replicas must
 // acknowledge, one request in flight per broker and a key-hashing partitioner, so the events of
 // one post land in one partition in the order they were published, and a retried send is not
 // written twice.
 type Publisher struct {
+	brokers []string
+	cfg     *sarama.Config
+	topic   string
+
+	// producer is set once, before ready is closed; until then no broker has answered.
 	producer sarama.AsyncProducer
-	topic    string
+	ready    chan struct{}
 
 	// sending is held (shared) while a Publish call writes to the producer's input, so that Close
 	// can wait for those writes before the producer closes its input channel.
@@ -52,8 +60,9 @@ func WithSaramaConfig(cfg *sarama.Config) PublisherOption {
 	return func(c *publisherConfig) { c.sarama = cfg }
 }
 
-// NewPublisher connects an idempotent producer to brokers. It fails when the configuration is
-// invalid or no broker answers.
+// NewPublisher connects an idempotent producer to brokers. It fails only when the configuration
+// is invalid: while no broker answers it keeps trying in the background (so a service can start
+// while Kafka is down), and Publish fails with ErrUnavailable meanwhile.
 func NewPublisher(brokers []string, opts ...PublisherOption) (*Publisher, error) {
 	pc := publisherConfig{topic: DefaultEventsTopic, sarama: NewSaramaConfig()}
 	for _, o := range opts {
@@ -69,13 +78,56 @@ func NewPublisher(brokers []string, opts ...PublisherOption) (*Publisher, error)
 	if cfg.Producer.Retry.Max < 1 {
 		cfg.Producer.Retry.Max = 1
 	}
-	producer, err := sarama.NewAsyncProducer(brokers, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("new kafka producer: %w", err)
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka producer configuration: %w", err)
 	}
-	p := &Publisher{producer: producer, topic: pc.topic, closing: make(chan struct{}), done: make(chan struct{})}
-	go p.dispatch()
+	p := &Publisher{brokers: brokers, cfg: cfg, topic: pc.topic, ready: make(chan struct{}),
+		closing: make(chan struct{}), done: make(chan struct{})}
+	if !p.connect() {
+		go p.reconnect()
+	}
 	return p, nil
+}
+
+// connect tries once to create the producer and reports whether the Publisher is ready (or
+// closed, when there is nothing left to try).
+func (p *Publisher) connect() bool {
+	producer, err := sarama.NewAsyncProducer(p.brokers, p.cfg)
+	if err != nil {
+		return false
+	}
+	p.sending.Lock()
+	defer p.sending.Unlock()
+	select {
+	case <-p.closing:
+		producer.Close()
+		close(p.done)
+		return true
+	default:
+	}
+	p.producer = producer
+	close(p.ready)
+	go p.dispatch()
+	return true
+}
+
+// reconnect retries connect with a growing backoff until it succeeds or Close is called.
+func (p *Publisher) reconnect() {
+	b := newBackoff(5 * time.Second)
+	for !p.connect() {
+		select {
+		case <-p.closing:
+			p.sending.Lock()
+			defer p.sending.Unlock()
+			select {
+			case <-p.ready: // connected after all; dispatch closes done
+			default:
+				close(p.done)
+			}
+			return
+		case <-time.After(b.next()):
+		}
+	}
 }
 
 // Topic returns the events topic this Publisher writes to.
@@ -149,7 +201,7 @@ func Message(topic string, e write.Event) (*sarama.ProducerMessage, error) {
 }
 
 // Publish sends events in order and returns once every one of them is acknowledged by the
-// brokers. It returns the first delivery error, ctx's error when ctx ends first (the messages
+// brokers. It returns ErrUnavailable before the first connection, the first delivery error, ctx's error when ctx ends first (the messages
 // may still be delivered later: a duplicate, never a loss, since the relay publishes what was
 // not confirmed), or ErrClosed.
 func (p *Publisher) Publish(ctx context.Context, events []write.Event) error {
@@ -183,6 +235,11 @@ func (p *Publisher) Publish(ctx context.Context, events []write.Event) error {
 func (p *Publisher) send(ctx context.Context, msgs []*sarama.ProducerMessage) error {
 	p.sending.RLock()
 	defer p.sending.RUnlock()
+	select {
+	case <-p.ready:
+	default:
+		return ErrUnavailable
+	}
 	for _, msg := range msgs {
 		select {
 		case <-p.closing:
@@ -206,7 +263,11 @@ func (p *Publisher) Close() error {
 	p.closeOnce.Do(func() {
 		close(p.closing)
 		p.sending.Lock()
-		p.producer.AsyncClose()
+		select {
+		case <-p.ready:
+			p.producer.AsyncClose()
+		default: // reconnect sees closing and closes done
+		}
 		p.sending.Unlock()
 	})
 	select {
