@@ -172,6 +172,7 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 	}
 
 	mux := http.NewServeMux()
+	var hub *graph.Hub
 	if roles["gateway"] {
 		var commandStore write.EventStore = store
 		opts := []kafka.StoreOption{kafka.WithStoreLogger(log)}
@@ -183,7 +184,7 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		if err != nil {
 			return nil, err
 		}
-		hub := graph.NewHub(model, graph.WithHubLogger(log), graph.WithHubMetrics(metrics))
+		hub = graph.NewHub(model, graph.WithHubLogger(log), graph.WithHubMetrics(metrics))
 		// Every gateway follows the changes topic, also beside an in-process projector: other
 		// projector processes own other partitions, and one path means no duplicate messages.
 		follower := pkafka.NewChangeFollower(brokers, changesTopic, hub.Publish)
@@ -235,6 +236,11 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return bg },
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if hub != nil {
+		// Shutdown waits for in-flight requests; ending the subscriptions first lets SSE streams
+		// finish and tells websocket clients "complete" before their connections close.
+		s.http.RegisterOnShutdown(hub.Close)
 	}
 	log.Info("postgate serving", "addr", s.listener.Addr().String(), "roles", cfg.str("roles"))
 	return s, nil

@@ -29,6 +29,7 @@ type Hub struct {
 	updates map[string]map[*subscriber[*Post]]struct{}
 	created map[*subscriber[*Post]]struct{}
 	wake    chan struct{} // closed and replaced on every Publish; wakes minVersion waiters
+	done    bool          // set by Close: every subscription has ended and new ones end at once
 }
 
 // HubOption configures a Hub.
@@ -100,6 +101,30 @@ func (h *Hub) Publish(changes []read.Change) {
 		if c.Created && !c.Deleted {
 			h.publishCreated(ctx, c)
 		}
+	}
+}
+
+// Close ends every subscription (clients get "complete", SSE responses finish) and makes new
+// ones end at once. A graceful shutdown calls it before waiting for in-flight requests.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.done = true
+	for id, set := range h.likes {
+		for s := range set {
+			closeLocked(h, s)
+		}
+		delete(h.likes, id)
+	}
+	for id, set := range h.updates {
+		for s := range set {
+			closeLocked(h, s)
+		}
+		delete(h.updates, id)
+	}
+	for s := range h.created {
+		closeLocked(h, s)
+		delete(h.created, s)
 	}
 }
 
@@ -234,6 +259,11 @@ func closeLocked[T any](h *Hub, s *subscriber[T]) {
 func (h *Hub) SubscribeLikes(ctx context.Context, postID string) <-chan *LikeCount {
 	s := &subscriber[*LikeCount]{ch: make(chan *LikeCount, h.buffer), field: "likeCount", overflow: overflowFlag(ctx)}
 	h.mu.Lock()
+	if h.done {
+		h.mu.Unlock()
+		close(s.ch)
+		return s.ch
+	}
 	set := h.likes[postID]
 	if set == nil {
 		set = map[*subscriber[*LikeCount]]struct{}{}
@@ -260,6 +290,11 @@ func (h *Hub) SubscribeLikes(ctx context.Context, postID string) <-chan *LikeCou
 func (h *Hub) SubscribeUpdates(ctx context.Context, postID string) <-chan *Post {
 	s := &subscriber[*Post]{ch: make(chan *Post, h.buffer), field: "postUpdated", overflow: overflowFlag(ctx)}
 	h.mu.Lock()
+	if h.done {
+		h.mu.Unlock()
+		close(s.ch)
+		return s.ch
+	}
 	set := h.updates[postID]
 	if set == nil {
 		set = map[*subscriber[*Post]]struct{}{}
@@ -287,6 +322,11 @@ func (h *Hub) SubscribeUpdates(ctx context.Context, postID string) <-chan *Post 
 func (h *Hub) SubscribeCreated(ctx context.Context, author string) <-chan *Post {
 	s := &subscriber[*Post]{ch: make(chan *Post, h.buffer), field: "postCreated", author: author, overflow: overflowFlag(ctx)}
 	h.mu.Lock()
+	if h.done {
+		h.mu.Unlock()
+		close(s.ch)
+		return s.ch
+	}
 	h.created[s] = struct{}{}
 	h.metrics.subscribed(s.field, 1)
 	h.mu.Unlock()
