@@ -32,7 +32,7 @@ func (dialect) LockApply() string { return "" }
 func (dialect) ActiveGen() string { return "SELECT active FROM generation WHERE id = 1" }
 
 func (dialect) SelectPosts(n int) string {
-	return "SELECT " + postCols + ", deleted FROM posts WHERE gen = ? AND id IN (" + list(n) + ")"
+	return "SELECT id, version, deleted, likes, like_version, comment_count FROM posts WHERE gen = ? AND id IN (" + list(n) + ")"
 }
 
 func (dialect) SelectLikes(n int) string {
@@ -45,6 +45,13 @@ func (dialect) UpsertPosts(n int) string {
 		" ON CONFLICT (gen, id) DO UPDATE SET message = excluded.message, edited_at = excluded.edited_at," +
 		" likes = excluded.likes, like_version = excluded.like_version, comment_count = excluded.comment_count," +
 		" version = excluded.version, deleted = excluded.deleted"
+}
+
+// UpdatePosts uses UPDATE ... FROM so that only the columns that can change are written.
+func (dialect) UpdatePosts(n int) string {
+	return "UPDATE posts SET message = COALESCE(v.column3, posts.message), edited_at = COALESCE(v.column4, posts.edited_at)," +
+		" likes = v.column5, like_version = v.column6, comment_count = v.column7, version = v.column8, deleted = v.column9" +
+		" FROM (VALUES " + sqlmodel.Rows(ph, 1, n, sqlmodel.PostUpdateCols) + ") AS v WHERE posts.gen = v.column1 AND posts.id = v.column2"
 }
 
 // UpdatePostLikes uses UPDATE ... FROM so that only the like columns, and so only the likes index,

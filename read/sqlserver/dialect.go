@@ -42,7 +42,7 @@ func (dialect) LockApply() string {
 func (dialect) ActiveGen() string { return "SELECT active FROM dbo.generation WHERE id = 1;" }
 
 func (dialect) SelectPosts(n int) string {
-	return "SELECT " + postCols + ", deleted FROM dbo.posts WHERE gen = @p1 AND id IN (" + list(2, n) + ");"
+	return "SELECT id, version, deleted, likes, like_version, comment_count FROM dbo.posts WHERE gen = @p1 AND id IN (" + list(2, n) + ");"
 }
 
 func (dialect) SelectLikes(n int) string {
@@ -60,6 +60,15 @@ func (dialect) UpsertPosts(n int) string {
 		" WHEN NOT MATCHED THEN INSERT (gen, " + postCols + ", deleted)" +
 		" VALUES (s.gen, s.id, s.author, s.message, " + dt("s.created_at") + ", " + dt("s.edited_at") + "," +
 		" s.likes, s.like_version, s.comment_count, s.version, s.deleted);"
+}
+
+// UpdatePosts writes only the columns that can change; a NULL message or edited_at keeps the
+// stored value.
+func (dialect) UpdatePosts(n int) string {
+	return "UPDATE p SET message = COALESCE(v.message, p.message), edited_at = COALESCE(" + dt("v.edited_at") + ", p.edited_at)," +
+		" likes = v.likes, like_version = v.like_version, comment_count = v.comment_count, version = v.version, deleted = v.deleted" +
+		" FROM dbo.posts AS p JOIN (VALUES " + sqlmodel.Rows(ph, 1, n, sqlmodel.PostUpdateCols) + ")" +
+		" AS v (gen, id, message, edited_at, likes, like_version, comment_count, version, deleted) ON p.gen = v.gen AND p.id = v.id;"
 }
 
 // UpdatePostLikes writes only the like columns, so only the likes index is maintained.

@@ -39,6 +39,7 @@ func statements() []statement {
 		add(fmt.Sprintf("select_posts_%d", n), d.SelectPosts(n), 1+n)
 		add(fmt.Sprintf("select_likes_%d", n), d.SelectLikes(n), 1+2*n)
 		add(fmt.Sprintf("update_post_likes_%d", n), d.UpdatePostLikes(n), n*sqlmodel.PostLikeCols)
+		add(fmt.Sprintf("update_posts_%d", n), d.UpdatePosts(n), n*sqlmodel.PostUpdateCols)
 		add(fmt.Sprintf("upsert_posts_%d", n), d.UpsertPosts(n), n*sqlmodel.PostCols)
 		add(fmt.Sprintf("upsert_likes_%d", n), d.UpsertLikes(n), n*sqlmodel.LikeCols)
 		add(fmt.Sprintf("comments_%d", n), d.Comments(n), n)
@@ -100,6 +101,7 @@ func statements() []statement {
 	}{
 		{"upsert_posts", sqlmodel.PostCols, d.UpsertPosts},
 		{"update_post_likes", sqlmodel.PostLikeCols, d.UpdatePostLikes},
+		{"update_posts", sqlmodel.PostUpdateCols, d.UpdatePosts},
 		{"upsert_likes", sqlmodel.LikeCols, d.UpsertLikes},
 	} {
 		n := sqlmodel.RowsPerStatement(d, m.cols)
@@ -185,8 +187,8 @@ func TestParameterLimit(t *testing.T) {
 			found++
 		}
 	}
-	if found != 7 {
-		t.Fatalf("%d maximal statements checked, want 7", found)
+	if found != 8 {
+		t.Fatalf("%d maximal statements checked, want 8", found)
 	}
 }
 

@@ -13,11 +13,11 @@ import (
 // Column counts of the multi-row statements, so that batches can be cut under a dialect's
 // parameter limit.
 const (
-	PostCols     = 11 // gen, id, author, message, created_at, edited_at, likes, like_version, comment_count, version, deleted
-	PostLikeCols = 4  // gen, id, likes, like_version
-	LikeCols     = 5  // gen, post_id, user_id, version, liked
-	LikeKeyCols  = 2  // post_id, user_id
-	AppliedCols  = 4  // gen, stream, post_id, version
+	PostCols       = 11 // gen, id, author, message, created_at, edited_at, likes, like_version, comment_count, version, deleted
+	PostLikeCols   = 4  // gen, id, likes, like_version
+	PostUpdateCols = 9  // gen, id, message, edited_at, likes, like_version, comment_count, version, deleted
+	LikeCols       = 5  // gen, post_id, user_id, version, liked
+	LikeKeyCols    = 2  // post_id, user_id
 )
 
 // Dialect is the SQL text of one database. Every method is pure: the same input gives the same
@@ -34,15 +34,20 @@ type Dialect interface {
 	LockApply() string
 	// ActiveGen returns the active generation. No arguments.
 	ActiveGen() string
-	// SelectPosts returns full post rows (PostCols minus gen, deleted included). Args: gen, n ids.
+	// SelectPosts returns what Apply needs of existing posts: (id, version, deleted, likes,
+	// like_version, comment_count); no text or times, which cost more to read than the rest.
+	// Args: gen, n ids.
 	SelectPosts(n int) string
 	// SelectLikes returns (post_id, user_id, version, liked) rows: the state of like streams, which
 	// the likes table keeps instead of applied (one row per user and post, liked or not, holding
 	// the like stream's applied version), so a like costs one row write. Args: gen, n pairs of
 	// post_id, user_id.
 	SelectLikes(n int) string
-	// UpsertPosts inserts or replaces n full post rows. Args: PostCols per row.
+	// UpsertPosts inserts (or replaces) n full rows of new posts. Args: PostCols per row.
 	UpsertPosts(n int) string
+	// UpdatePosts updates n existing posts; a NULL message or edited_at keeps the stored one.
+	// Args: PostUpdateCols per row.
+	UpdatePosts(n int) string
 	// UpdatePostLikes sets the like counters of n existing posts, touching no other column so
 	// that only the likes index is maintained. Args: PostLikeCols per row.
 	UpdatePostLikes(n int) string
@@ -113,6 +118,22 @@ func Rows(ph func(i int) string, first, n, cols int) string {
 		b.WriteString(")")
 	}
 	return b.String()
+}
+
+// MaxShape bounds the rows (or list values) of one statement on the apply path.
+const MaxShape = 256
+
+// Shapes returns the sizes, largest first, of the multi-row statements that Apply sends for items
+// of cols parameters each plus extra fixed ones: powers of four up to MaxShape that fit under the
+// dialect's parameter limit. A fixed, small set of statement texts can be prepared once and
+// reused (and keeps SQL Server's plan cache small); compiling a fresh 500-row statement per batch
+// cost more than executing it.
+func Shapes(d Dialect, cols, extra int) []int {
+	var out []int
+	for n := 1; n <= MaxShape && n*cols+extra <= d.MaxParams(); n *= 4 {
+		out = append([]int{n}, out...)
+	}
+	return out
 }
 
 // InListSize is how many values Model puts in one IN list besides one other parameter.

@@ -10,7 +10,9 @@ import (
 // postState is a post row as loaded, plus what the batch did to it.
 type postState struct {
 	read.StoredPost
-	dirty      bool // the whole row must be written
+	loaded     bool // the row exists in the database (only its counters were read)
+	messageSet bool // the batch edited the message
+	dirty      bool // the row must be written
 	likesDirty bool // only the like counters changed
 	change     read.Change
 }
@@ -94,7 +96,7 @@ func (b *batch) fold(events []write.Event, payloads []write.Payload) error {
 			p.ID, p.Author, p.Message, p.CreatedAt = e.PostID, v.Author, v.Message, at
 			p.change.Created = true
 		case write.PostEdited:
-			p.Message, p.EditedAt = v.Message, utc(at)
+			p.Message, p.EditedAt, p.messageSet = v.Message, utc(at), true
 			p.change.Content = true
 		case write.PostDeleted:
 			p.Deleted = true

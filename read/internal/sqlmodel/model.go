@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -21,6 +22,9 @@ type Model struct {
 	d      Dialect
 	writer *sqlx.DB
 	reader *sqlx.DB
+
+	mu    sync.Mutex
+	stmts map[string]*sqlx.Stmt // the apply path's statements, prepared on writer once
 }
 
 var (
@@ -50,7 +54,14 @@ func (m *Model) Ping(ctx context.Context) error {
 
 // Close closes both pools.
 func (m *Model) Close() error {
-	err := m.writer.Close()
+	m.mu.Lock()
+	var err error
+	for _, st := range m.stmts {
+		err = errors.Join(err, st.Close())
+	}
+	m.stmts = nil
+	m.mu.Unlock()
+	err = errors.Join(err, m.writer.Close())
 	if m.reader != m.writer {
 		err = errors.Join(err, m.reader.Close())
 	}
@@ -82,6 +93,10 @@ func (m *Model) apply(ctx context.Context, gen int64, events []write.Event) (cha
 		if payloads[i], err = write.Decode(e); err != nil {
 			return nil, fmt.Errorf("apply: %w", err)
 		}
+	}
+	// Preparing needs the writer connection, so it must happen before the transaction takes it.
+	if err := m.prepare(ctx); err != nil {
+		return nil, err
 	}
 	tx, err := m.writer.BeginTxx(ctx, nil)
 	if err != nil {
@@ -135,30 +150,29 @@ func (m *Model) load(ctx context.Context, tx *sqlx.Tx, gen int64, events []write
 			}
 		}
 	}
-	per := InListSize(m.d)
-	for _, c := range chunks(len(posts), per) {
-		rows, err := tx.QueryxContext(ctx, m.d.SelectPosts(c[1]-c[0]), withGen(gen, posts[c[0]:c[1]])...)
+	for _, c := range cut(len(posts), Shapes(m.d, 1, 1)) {
+		rows, err := m.query(ctx, tx, m.d.SelectPosts(c[1]-c[0]), withGen(gen, posts[c[0]:c[1]])...)
 		if err != nil {
 			return nil, fmt.Errorf("apply: load posts: %w", err)
 		}
 		for rows.Next() {
-			p, err := scanStored(rows)
-			if err != nil {
+			p := &postState{loaded: true}
+			if err := rows.Scan(&p.ID, &p.Version, &p.Deleted, &p.Likes, &p.LikeVersion, &p.CommentCount); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("apply: scan post: %w", err)
 			}
-			b.posts[p.ID] = &postState{StoredPost: p}
+			b.posts[p.ID] = p
 		}
 		if err := closeRows(rows); err != nil {
 			return nil, fmt.Errorf("apply: load posts: %w", err)
 		}
 	}
-	for _, c := range chunks(len(pairs), per/LikeKeyCols) {
+	for _, c := range cut(len(pairs), Shapes(m.d, LikeKeyCols, 1)) {
 		args := []any{gen}
 		for _, l := range pairs[c[0]:c[1]] {
 			args = append(args, l.PostID, l.User)
 		}
-		rows, err := tx.QueryxContext(ctx, m.d.SelectLikes(c[1]-c[0]), args...)
+		rows, err := m.query(ctx, tx, m.d.SelectLikes(c[1]-c[0]), args...)
 		if err != nil {
 			return nil, fmt.Errorf("apply: load likes: %w", err)
 		}
@@ -181,16 +195,22 @@ func (m *Model) load(ctx context.Context, tx *sqlx.Tx, gen int64, events []write
 // store writes what fold decided: post rows (whole, or only their like counters), like rows and
 // comment changes.
 func (m *Model) store(ctx context.Context, tx *sqlx.Tx, gen int64, b *batch) error {
-	var postArgs, postLikeArgs [][]any
+	var postArgs, updateArgs, postLikeArgs [][]any
 	for _, id := range b.writeOrder {
 		p := b.posts[id]
+		var edited, message any
+		if p.EditedAt != nil {
+			edited = p.EditedAt.UTC()
+		}
+		if p.messageSet {
+			message = p.Message
+		}
 		switch {
-		case p.dirty:
-			var edited any
-			if p.EditedAt != nil {
-				edited = p.EditedAt.UTC()
-			}
+		case p.dirty && !p.loaded:
 			postArgs = append(postArgs, []any{gen, p.ID, p.Author, p.Message, p.CreatedAt.UTC(), edited,
+				p.Likes, p.LikeVersion, p.CommentCount, p.Version, p.Deleted})
+		case p.dirty:
+			updateArgs = append(updateArgs, []any{gen, p.ID, message, edited,
 				p.Likes, p.LikeVersion, p.CommentCount, p.Version, p.Deleted})
 		case p.likesDirty:
 			postLikeArgs = append(postLikeArgs, []any{gen, p.ID, p.Likes, p.LikeVersion})
@@ -198,6 +218,9 @@ func (m *Model) store(ctx context.Context, tx *sqlx.Tx, gen int64, b *batch) err
 	}
 	if err := m.execRows(ctx, tx, m.d.UpsertPosts, PostCols, postArgs); err != nil {
 		return fmt.Errorf("apply: upsert posts: %w", err)
+	}
+	if err := m.execRows(ctx, tx, m.d.UpdatePosts, PostUpdateCols, updateArgs); err != nil {
+		return fmt.Errorf("apply: update posts: %w", err)
 	}
 	if err := m.execRows(ctx, tx, m.d.UpdatePostLikes, PostLikeCols, postLikeArgs); err != nil {
 		return fmt.Errorf("apply: update like counts: %w", err)
@@ -214,11 +237,11 @@ func (m *Model) store(ctx context.Context, tx *sqlx.Tx, gen int64, b *batch) err
 		var err error
 		switch op.kind {
 		case opAdd:
-			_, err = tx.ExecContext(ctx, m.d.InsertComment(), gen, op.c.PostID, op.c.ID, op.c.Author, op.c.Text, op.c.CreatedAt.UTC())
+			_, err = m.exec(ctx, tx, m.d.InsertComment(), gen, op.c.PostID, op.c.ID, op.c.Author, op.c.Text, op.c.CreatedAt.UTC())
 		case opEdit:
-			_, err = tx.ExecContext(ctx, m.d.UpdateComment(), op.c.Text, op.c.EditedAt.UTC(), gen, op.c.PostID, op.c.ID)
+			_, err = m.exec(ctx, tx, m.d.UpdateComment(), op.c.Text, op.c.EditedAt.UTC(), gen, op.c.PostID, op.c.ID)
 		case opRemove:
-			_, err = tx.ExecContext(ctx, m.d.DeleteComment(), gen, op.c.PostID, op.c.ID)
+			_, err = m.exec(ctx, tx, m.d.DeleteComment(), gen, op.c.PostID, op.c.ID)
 		}
 		if err != nil {
 			return fmt.Errorf("apply: comment %s: %w", op.c.ID, err)
@@ -237,14 +260,81 @@ func (m *Model) lock(ctx context.Context, tx *sqlx.Tx) error {
 	return nil
 }
 
-// execRows runs a multi-row statement over rows, cut into chunks under the parameter limit.
+// prepare prepares every statement of the apply path on the writer pool, once.
+func (m *Model) prepare(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stmts != nil {
+		return nil
+	}
+	var texts []string
+	for _, n := range Shapes(m.d, 1, 1) {
+		texts = append(texts, m.d.SelectPosts(n))
+	}
+	for _, n := range Shapes(m.d, LikeKeyCols, 1) {
+		texts = append(texts, m.d.SelectLikes(n))
+	}
+	for _, n := range Shapes(m.d, PostCols, 0) {
+		texts = append(texts, m.d.UpsertPosts(n))
+	}
+	for _, n := range Shapes(m.d, PostUpdateCols, 0) {
+		texts = append(texts, m.d.UpdatePosts(n))
+	}
+	for _, n := range Shapes(m.d, PostLikeCols, 0) {
+		texts = append(texts, m.d.UpdatePostLikes(n))
+	}
+	for _, n := range Shapes(m.d, LikeCols, 0) {
+		texts = append(texts, m.d.UpsertLikes(n))
+	}
+	texts = append(texts, m.d.ActiveGen(), m.d.InsertComment(), m.d.UpdateComment(), m.d.DeleteComment())
+	stmts := make(map[string]*sqlx.Stmt, len(texts))
+	for _, q := range texts {
+		st, err := m.writer.PreparexContext(ctx, q)
+		if err != nil {
+			for _, st := range stmts {
+				st.Close()
+			}
+			return fmt.Errorf("apply: prepare: %w", err)
+		}
+		stmts[q] = st
+	}
+	m.stmts = stmts
+	return nil
+}
+
+// stmt returns the transaction's handle of a prepared statement, or nil if q was not prepared.
+func (m *Model) stmt(ctx context.Context, tx *sqlx.Tx, q string) *sqlx.Stmt {
+	m.mu.Lock()
+	st := m.stmts[q]
+	m.mu.Unlock()
+	if st == nil {
+		return nil
+	}
+	return tx.StmtxContext(ctx, st)
+}
+
+func (m *Model) exec(ctx context.Context, tx *sqlx.Tx, q string, args ...any) (sql.Result, error) {
+	if st := m.stmt(ctx, tx, q); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return tx.ExecContext(ctx, q, args...)
+}
+
+func (m *Model) query(ctx context.Context, tx *sqlx.Tx, q string, args ...any) (*sqlx.Rows, error) {
+	if st := m.stmt(ctx, tx, q); st != nil {
+		return st.QueryxContext(ctx, args...)
+	}
+	return tx.QueryxContext(ctx, q, args...)
+}
+
+// execRows runs a multi-row statement over rows, cut into chunks of the prepared shapes.
 func (m *Model) execRows(ctx context.Context, tx *sqlx.Tx, stmt func(n int) string, cols int, rows [][]any) error {
-	for _, c := range chunks(len(rows), RowsPerStatement(m.d, cols)) {
+	for _, c := range cut(len(rows), Shapes(m.d, cols, 0)) {
 		args := make([]any, 0, (c[1]-c[0])*cols)
 		for _, r := range rows[c[0]:c[1]] {
 			args = append(args, r...)
 		}
-		if _, err := tx.ExecContext(ctx, stmt(c[1]-c[0]), args...); err != nil {
+		if _, err := m.exec(ctx, tx, stmt(c[1]-c[0]), args...); err != nil {
 			return err
 		}
 	}
@@ -573,6 +663,22 @@ func scanComment(s scanner) (read.Comment, error) {
 func closeRows(rows *sqlx.Rows) error {
 	err := rows.Err()
 	return errors.Join(err, rows.Close())
+}
+
+// cut splits n items into [from, to) ranges whose lengths are taken greedily from sizes (largest
+// first, ending with 1).
+func cut(n int, sizes []int) [][2]int {
+	var out [][2]int
+	for i := 0; i < n; {
+		for _, size := range sizes {
+			if n-i >= size || size == 1 {
+				out = append(out, [2]int{i, i + size})
+				i += size
+				break
+			}
+		}
+	}
+	return out
 }
 
 // chunks cuts n items into [from, to) ranges of at most size items.

@@ -1,2 +1,2 @@
 -- 4 parameters
-SELECT id, author, message, created_at, edited_at, likes, like_version, comment_count, version, deleted FROM dbo.posts WHERE gen = @p1 AND id IN (@p2, @p3, @p4);
+SELECT id, version, deleted, likes, like_version, comment_count FROM dbo.posts WHERE gen = @p1 AND id IN (@p2, @p3, @p4);

@@ -1,0 +1,2 @@
+-- 27 parameters
+UPDATE p SET message = COALESCE(v.message, p.message), edited_at = COALESCE(CAST(v.edited_at AS DATETIME2(7)), p.edited_at), likes = v.likes, like_version = v.like_version, comment_count = v.comment_count, version = v.version, deleted = v.deleted FROM dbo.posts AS p JOIN (VALUES (@p1, @p2, @p3, @p4, @p5, @p6, @p7, @p8, @p9), (@p10, @p11, @p12, @p13, @p14, @p15, @p16, @p17, @p18), (@p19, @p20, @p21, @p22, @p23, @p24, @p25, @p26, @p27)) AS v (gen, id, message, edited_at, likes, like_version, comment_count, version, deleted) ON p.gen = v.gen AND p.id = v.id;
