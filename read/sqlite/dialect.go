@@ -66,6 +66,16 @@ func (dialect) UpsertLikes(n int) string {
 		" ON CONFLICT (gen, post_id, user_id) DO UPDATE SET version = excluded.version, liked = excluded.liked"
 }
 
+func (dialect) InsertLikes(n int) string {
+	return "INSERT INTO likes (gen, post_id, user_id, version, liked) VALUES " + sqlmodel.Rows(ph, 1, n, sqlmodel.LikeCols)
+}
+
+func (dialect) UpdateLikes(n int) string {
+	return "UPDATE likes SET version = v.column4, liked = v.column5 FROM (VALUES " + sqlmodel.Rows(ph, 1, n, sqlmodel.LikeUpdateCols) +
+		") AS v WHERE likes.gen = v.column1 AND likes.post_id = v.column2 AND likes.user_id = v.column3" +
+		" AND likes.version = v.column6 AND likes.liked = v.column7"
+}
+
 func (dialect) InsertComment() string {
 	return "INSERT INTO comments (gen, post_id, id, author, text, created_at) VALUES (?, ?, ?, ?, ?, ?)" +
 		" ON CONFLICT (gen, post_id, id) DO NOTHING"

@@ -85,6 +85,17 @@ func (dialect) UpsertLikes(n int) string {
 		" WHEN NOT MATCHED THEN INSERT (gen, post_id, user_id, version, liked) VALUES (s.gen, s.post_id, s.user_id, s.version, s.liked);"
 }
 
+func (dialect) InsertLikes(n int) string {
+	return "INSERT INTO dbo.likes (gen, post_id, user_id, version, liked) VALUES " + sqlmodel.Rows(ph, 1, n, sqlmodel.LikeCols) + ";"
+}
+
+func (dialect) UpdateLikes(n int) string {
+	return "UPDATE l SET version = v.version, liked = v.liked FROM dbo.likes AS l JOIN (VALUES " +
+		sqlmodel.Rows(ph, 1, n, sqlmodel.LikeUpdateCols) + ") AS v (gen, post_id, user_id, version, liked, prev_version, prev_liked)" +
+		" ON l.gen = v.gen AND l.post_id = v.post_id AND l.user_id = v.user_id" +
+		" AND l.version = v.prev_version AND l.liked = v.prev_liked;"
+}
+
 func (dialect) InsertComment() string {
 	return "INSERT INTO dbo.comments (gen, post_id, id, author, text, created_at)" +
 		" SELECT @p1, @p2, @p3, @p4, @p5, " + dt("@p6") +

@@ -42,6 +42,8 @@ func statements() []statement {
 		add(fmt.Sprintf("update_posts_%d", n), d.UpdatePosts(n), n*sqlmodel.PostUpdateCols)
 		add(fmt.Sprintf("upsert_posts_%d", n), d.UpsertPosts(n), n*sqlmodel.PostCols)
 		add(fmt.Sprintf("upsert_likes_%d", n), d.UpsertLikes(n), n*sqlmodel.LikeCols)
+		add(fmt.Sprintf("insert_likes_%d", n), d.InsertLikes(n), n*sqlmodel.LikeCols)
+		add(fmt.Sprintf("update_likes_%d", n), d.UpdateLikes(n), n*sqlmodel.LikeUpdateCols)
 		add(fmt.Sprintf("comments_%d", n), d.Comments(n), n)
 		add(fmt.Sprintf("liked_by_%d", n), d.LikedBy(n), 1+n)
 	}
@@ -103,6 +105,8 @@ func statements() []statement {
 		{"update_post_likes", sqlmodel.PostLikeCols, d.UpdatePostLikes},
 		{"update_posts", sqlmodel.PostUpdateCols, d.UpdatePosts},
 		{"upsert_likes", sqlmodel.LikeCols, d.UpsertLikes},
+		{"insert_likes", sqlmodel.LikeCols, d.InsertLikes},
+		{"update_likes", sqlmodel.LikeUpdateCols, d.UpdateLikes},
 	} {
 		n := sqlmodel.RowsPerStatement(d, m.cols)
 		add("max_"+m.name, m.sql(n), n*m.cols)
@@ -187,8 +191,8 @@ func TestParameterLimit(t *testing.T) {
 			found++
 		}
 	}
-	if found != 8 {
-		t.Fatalf("%d maximal statements checked, want 8", found)
+	if found != 10 {
+		t.Fatalf("%d maximal statements checked, want 10", found)
 	}
 }
 

@@ -18,6 +18,7 @@ const (
 	PostUpdateCols = 9  // gen, id, message, edited_at, likes, like_version, comment_count, version, deleted
 	LikeCols       = 5  // gen, post_id, user_id, version, liked
 	LikeKeyCols    = 2  // post_id, user_id
+	LikeUpdateCols = 7  // gen, post_id, user_id, version, liked, previous version, previous liked
 )
 
 // Dialect is the SQL text of one database. Every method is pure: the same input gives the same
@@ -53,6 +54,11 @@ type Dialect interface {
 	UpdatePostLikes(n int) string
 	// UpsertLikes inserts or replaces n like rows. Args: LikeCols per row.
 	UpsertLikes(n int) string
+	// InsertLikes inserts n like rows and fails if one exists. Args: LikeCols per row.
+	InsertLikes(n int) string
+	// UpdateLikes updates n like rows that are at the given previous version and state, and no
+	// others; the affected row count tells how many were. Args: LikeUpdateCols per row.
+	UpdateLikes(n int) string
 	// InsertComment adds a comment. Args: gen, post_id, id, author, text, created_at.
 	InsertComment() string
 	// UpdateComment edits a comment. Args: text, edited_at, gen, post_id, id.

@@ -46,7 +46,8 @@ type batch struct {
 	writeOrder []string // post ids whose row must be written
 	written    map[string]bool
 	likes      map[read.Like]*likeState
-	likeOrder  []read.Like // like streams whose row moved, in first-touch order
+	assumed    map[read.Like]likeState // inferred states before the batch, when not read
+	likeOrder  []read.Like             // like streams whose row moved, in first-touch order
 	likeDirty  map[read.Like]bool
 	commentOps []commentOp
 }

@@ -98,6 +98,55 @@ func (m *Model) apply(ctx context.Context, gen int64, events []write.Event) (cha
 	if err := m.prepare(ctx); err != nil {
 		return nil, err
 	}
+	if assumed := assumeLikes(events, payloads); assumed != nil {
+		changes, err := m.applyTx(ctx, gen, events, payloads, assumed)
+		if !errors.Is(err, errAssumption) {
+			return changes, err
+		}
+		// The like rows were not where the stream versions put them (a redelivery or a gap):
+		// the transaction was rolled back; read them and decide exactly.
+	}
+	return m.applyTx(ctx, gen, events, payloads, nil)
+}
+
+// errAssumption reports that a like row was not in the state assumeLikes inferred.
+var errAssumption = errors.New("like rows differ from the assumed state")
+
+// assumeLikes infers, from the events alone, the state each like stream of the batch must be in
+// before it: a like stream alternates liked and unliked (the write model makes a repeat a no-op),
+// so an event at version v follows version v-1 in the opposite state. With that, Apply need not
+// read the like rows: it writes them on the condition that they are in the inferred state, and
+// falls back to reading them when a row is not. It returns nil when the batch itself breaks the
+// pattern (then reading is needed anyway).
+func assumeLikes(events []write.Event, payloads []write.Payload) map[read.Like]likeState {
+	var assumed map[read.Like]likeState
+	last := map[read.Like]likeState{}
+	for i, e := range events {
+		user, liked, ok := likeOf(payloads[i])
+		if !ok {
+			continue
+		}
+		if assumed == nil {
+			assumed = map[read.Like]likeState{}
+		}
+		key := read.Like{PostID: e.PostID, User: user}
+		prev, seen := last[key]
+		switch {
+		case !seen && (e.Version < 1 || e.Version == 1 && !liked):
+			return nil
+		case !seen:
+			assumed[key] = likeState{version: e.Version - 1, liked: !liked}
+		case e.Version != prev.version+1 || liked == prev.liked:
+			return nil
+		}
+		last[key] = likeState{version: e.Version, liked: liked}
+	}
+	return assumed
+}
+
+// applyTx runs one projection transaction. With assumed like states it reads no like rows and
+// fails with errAssumption, after rolling back, when a row is not in its assumed state.
+func (m *Model) applyTx(ctx context.Context, gen int64, events []write.Event, payloads []write.Payload, assumed map[read.Like]likeState) (changes []read.Change, err error) {
 	tx, err := m.writer.BeginTxx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("apply: begin: %w", err)
@@ -115,11 +164,20 @@ func (m *Model) apply(ctx context.Context, gen int64, events []write.Event) (cha
 			return nil, fmt.Errorf("apply: active generation: %w", err)
 		}
 	}
-	b, err := m.load(ctx, tx, gen, events, payloads)
+	b, err := m.load(ctx, tx, gen, events, payloads, assumed == nil)
 	if err != nil {
 		return nil, err
 	}
+	if assumed != nil {
+		b.assumed = assumed
+		for k, st := range assumed {
+			b.likes[k] = &likeState{version: st.version, liked: st.liked}
+		}
+	}
 	if err = b.fold(events, payloads); err != nil {
+		if assumed != nil {
+			return nil, errAssumption // a gap under an assumption may be no gap at all
+		}
 		return nil, err
 	}
 	if err = m.store(ctx, tx, gen, b); err != nil {
@@ -133,7 +191,7 @@ func (m *Model) apply(ctx context.Context, gen int64, events []write.Event) (cha
 
 // load reads what the batch's events need: the posts (whose versions are their streams') and the
 // like stream rows.
-func (m *Model) load(ctx context.Context, tx *sqlx.Tx, gen int64, events []write.Event, payloads []write.Payload) (*batch, error) {
+func (m *Model) load(ctx context.Context, tx *sqlx.Tx, gen int64, events []write.Event, payloads []write.Payload, withLikes bool) (*batch, error) {
 	b := newBatch()
 	var posts []string
 	var pairs []read.Like
@@ -143,7 +201,7 @@ func (m *Model) load(ctx context.Context, tx *sqlx.Tx, gen int64, events []write
 			seenP[e.PostID] = true
 			posts = append(posts, e.PostID)
 		}
-		if user, _, ok := likeOf(payloads[i]); ok {
+		if user, _, ok := likeOf(payloads[i]); ok && withLikes {
 			if l := (read.Like{PostID: e.PostID, User: user}); !seenL[l] {
 				seenL[l] = true
 				pairs = append(pairs, l)
@@ -225,13 +283,19 @@ func (m *Model) store(ctx context.Context, tx *sqlx.Tx, gen int64, b *batch) err
 	if err := m.execRows(ctx, tx, m.d.UpdatePostLikes, PostLikeCols, postLikeArgs); err != nil {
 		return fmt.Errorf("apply: update like counts: %w", err)
 	}
-	likeArgs := make([][]any, 0, len(b.likeOrder))
-	for _, l := range b.likeOrder {
-		st := b.likes[l]
-		likeArgs = append(likeArgs, []any{gen, l.PostID, l.User, st.version, st.liked})
-	}
-	if err := m.execRows(ctx, tx, m.d.UpsertLikes, LikeCols, likeArgs); err != nil {
-		return fmt.Errorf("apply: upsert likes: %w", err)
+	if b.assumed != nil {
+		if err := m.storeAssumedLikes(ctx, tx, gen, b); err != nil {
+			return err
+		}
+	} else {
+		likeArgs := make([][]any, 0, len(b.likeOrder))
+		for _, l := range b.likeOrder {
+			st := b.likes[l]
+			likeArgs = append(likeArgs, []any{gen, l.PostID, l.User, st.version, st.liked})
+		}
+		if err := m.execRows(ctx, tx, m.d.UpsertLikes, LikeCols, likeArgs); err != nil {
+			return fmt.Errorf("apply: upsert likes: %w", err)
+		}
 	}
 	for _, op := range b.commentOps {
 		var err error
@@ -246,6 +310,32 @@ func (m *Model) store(ctx context.Context, tx *sqlx.Tx, gen int64, b *batch) err
 		if err != nil {
 			return fmt.Errorf("apply: comment %s: %w", op.c.ID, err)
 		}
+	}
+	return nil
+}
+
+// storeAssumedLikes writes like rows under the states assumeLikes inferred: new rows by plain
+// insert (a row that exists after all fails it), existing ones by an update conditional on their
+// assumed version and state (a row that is elsewhere is not counted). Either way errAssumption.
+func (m *Model) storeAssumedLikes(ctx context.Context, tx *sqlx.Tx, gen int64, b *batch) error {
+	var inserts, updates [][]any
+	for _, l := range b.likeOrder {
+		st, prev := b.likes[l], b.assumed[l]
+		if prev.version == 0 {
+			inserts = append(inserts, []any{gen, l.PostID, l.User, st.version, st.liked})
+		} else {
+			updates = append(updates, []any{gen, l.PostID, l.User, st.version, st.liked, prev.version, prev.liked})
+		}
+	}
+	if err := m.execRows(ctx, tx, m.d.InsertLikes, LikeCols, inserts); err != nil {
+		return errAssumption // most likely a row that exists; the exact path will tell
+	}
+	n, err := m.execRowsCount(ctx, tx, m.d.UpdateLikes, LikeUpdateCols, updates)
+	if err != nil {
+		return fmt.Errorf("apply: update likes: %w", err)
+	}
+	if n != int64(len(updates)) {
+		return errAssumption
 	}
 	return nil
 }
@@ -284,7 +374,10 @@ func (m *Model) prepare(ctx context.Context) error {
 		texts = append(texts, m.d.UpdatePostLikes(n))
 	}
 	for _, n := range Shapes(m.d, LikeCols, 0) {
-		texts = append(texts, m.d.UpsertLikes(n))
+		texts = append(texts, m.d.UpsertLikes(n), m.d.InsertLikes(n))
+	}
+	for _, n := range Shapes(m.d, LikeUpdateCols, 0) {
+		texts = append(texts, m.d.UpdateLikes(n))
 	}
 	texts = append(texts, m.d.ActiveGen(), m.d.InsertComment(), m.d.UpdateComment(), m.d.DeleteComment())
 	stmts := make(map[string]*sqlx.Stmt, len(texts))
@@ -329,16 +422,29 @@ func (m *Model) query(ctx context.Context, tx *sqlx.Tx, q string, args ...any) (
 
 // execRows runs a multi-row statement over rows, cut into chunks of the prepared shapes.
 func (m *Model) execRows(ctx context.Context, tx *sqlx.Tx, stmt func(n int) string, cols int, rows [][]any) error {
+	_, err := m.execRowsCount(ctx, tx, stmt, cols, rows)
+	return err
+}
+
+// execRowsCount is execRows that also returns the number of rows the statements affected.
+func (m *Model) execRowsCount(ctx context.Context, tx *sqlx.Tx, stmt func(n int) string, cols int, rows [][]any) (int64, error) {
+	var total int64
 	for _, c := range cut(len(rows), Shapes(m.d, cols, 0)) {
 		args := make([]any, 0, (c[1]-c[0])*cols)
 		for _, r := range rows[c[0]:c[1]] {
 			args = append(args, r...)
 		}
-		if _, err := m.exec(ctx, tx, stmt(c[1]-c[0]), args...); err != nil {
-			return err
+		res, err := m.exec(ctx, tx, stmt(c[1]-c[0]), args...)
+		if err != nil {
+			return total, err
 		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, err
+		}
+		total += n
 	}
-	return nil
+	return total, nil
 }
 
 // Post returns a live post. See read.Queries.
