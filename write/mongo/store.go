@@ -48,6 +48,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/bson"
@@ -91,6 +92,13 @@ type EventStore struct {
 	snapshots   *mongo.Collection
 	checkpoints *mongo.Collection
 	cfg         config
+
+	// seenPos is the end position of some stored commit, the highest this store has seen: Append
+	// first tries the position after it, which saves reading the head while this process is the
+	// only writer. A stale value is safe: it is still the end of a real commit, so the chain
+	// argument of the package comment holds and the insert collides on {pos} when others have
+	// appended since; Append then reads the head and retries.
+	seenPos atomic.Int64
 }
 
 var _ write.EventStore = (*EventStore)(nil)
@@ -289,10 +297,7 @@ func (s *EventStore) Append(ctx context.Context, stream string, expected int64, 
 			Actor: e.Actor, At: e.At.UnixNano(), Data: e.Data}
 	}
 
-	head, err := s.head(ctx, s.commits)
-	if err != nil {
-		return nil, fmt.Errorf("append to %s: %w", stream, err)
-	}
+	head := s.seenPos.Load()
 	for attempt := 1; ; attempt++ {
 		doc.Pos, doc.PosEnd = head+1, head+n
 		_, err := s.commits.InsertOne(ctx, doc)
@@ -309,6 +314,11 @@ func (s *EventStore) Append(ctx context.Context, stream string, expected int64, 
 		if !lostPosition {
 			return nil, conflict(stream, expected)
 		}
+		if attempt == 1 && head != s.seenPos.Load() {
+			// Another goroutine of this process appended meanwhile: try after its commit at once.
+			head = s.seenPos.Load()
+			continue
+		}
 		if attempt == maxPositionAttempts {
 			return nil, fmt.Errorf("append to %s at version %d: no free global position after %d attempts", stream, expected, attempt)
 		}
@@ -321,6 +331,7 @@ func (s *EventStore) Append(ctx context.Context, stream string, expected int64, 
 			return nil, fmt.Errorf("append to %s: %w", stream, err)
 		}
 	}
+	s.saw(doc.PosEnd)
 
 	out := make([]write.Event, len(events))
 	for i, e := range events {
@@ -436,6 +447,16 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// saw records that a commit ending at position end is stored, keeping the highest such position.
+func (s *EventStore) saw(end int64) {
+	for {
+		cur := s.seenPos.Load()
+		if end <= cur || s.seenPos.CompareAndSwap(cur, end) {
+			return
+		}
+	}
+}
+
 // head returns the last global position of the commit with the highest position, 0 when empty.
 func (s *EventStore) head(ctx context.Context, coll *mongo.Collection) (int64, error) {
 	var c struct {
@@ -450,6 +471,7 @@ func (s *EventStore) head(ctx context.Context, coll *mongo.Collection) (int64, e
 	if err != nil {
 		return 0, fmt.Errorf("read head position: %w", err)
 	}
+	s.saw(c.PosEnd)
 	return c.PosEnd, nil
 }
 
