@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The real clients in clients/ (Apollo Client 4, the graphql-ws client, GraphiQL in headless
+// Chromium) run with Node.js against the whole binary. They need node, npm and Debian's chromium;
+// .ci/install provides them, and a missing one fails the test with the command that installs it.
+
+const clientsDir = "clients"
+
+func TestClients(t *testing.T) {
+	node := requireTool(t, "node", "Node.js 20+ with npm (Debian: apt-get install -y nodejs npm), or run .ci/install")
+	chromium := os.Getenv("CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		t.Fatalf("%s is missing: GraphiQL is tested in Debian's Chromium. Install it with "+
+			"`apt-get update && apt-get install -y --no-install-recommends chromium` (or run .ci/install): %v", chromium, err)
+	}
+	npmCI(t)
+
+	s := startServe(t)
+	var tokens []string
+	for _, u := range []string{"ada", "brian", "cleo", "dmitri", "ezra"} {
+		tokens = append(tokens, s.token(u))
+	}
+	scripts := []struct {
+		name   string
+		tokens []string
+	}{
+		{"apollo.mjs", tokens},
+		{"graphqlws.mjs", tokens[:1]},
+		{"graphiql.mjs", tokens[:1]},
+	}
+	for _, sc := range scripts {
+		t.Run(sc.name, func(t *testing.T) {
+			out, err := runNode(t, node, 2*time.Minute, append([]string{sc.name, s.url}, sc.tokens...), "CHROMIUM="+chromium)
+			if err != nil {
+				t.Fatalf("node %s: %v\n%s", sc.name, err, out)
+			}
+			t.Logf("%s", strings.TrimSpace(out))
+		})
+	}
+}
+
+// requireTool returns the path of a command, failing the test with how to install it.
+func requireTool(tb testing.TB, name, install string) string {
+	tb.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		tb.Fatalf("%s is not installed; the client tests need it. Install %s", name, install)
+	}
+	return p
+}
+
+// npmCI installs clients/node_modules from package-lock.json when it is missing or older than the
+// lock file, as .ci/install does. The npm registry is reachable from the machines and CI.
+func npmCI(tb testing.TB) {
+	tb.Helper()
+	lock, err := os.Stat(filepath.Join(clientsDir, "package-lock.json"))
+	if err != nil {
+		tb.Fatalf("clients/package-lock.json: %v", err)
+	}
+	// npm writes this hidden lock file last, so its presence means a finished install.
+	installed, err := os.Stat(filepath.Join(clientsDir, "node_modules", ".package-lock.json"))
+	if err == nil && !installed.ModTime().Before(lock.ModTime()) {
+		return
+	}
+	npm := requireTool(tb, "npm", "npm 10+ (Debian: apt-get install -y npm), or run .ci/install")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund")
+	cmd.Dir = clientsDir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("npm ci in clients/: %v\n%s", err, out)
+	}
+}
+
+// runNode runs node with args in clients/, returning its combined output. The scripts have their
+// own watchdogs; limit is a last resort.
+func runNode(tb testing.TB, node string, limit time.Duration, args []string, env ...string) (string, error) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, args...)
+	cmd.Dir = clientsDir
+	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = 10 * time.Second
+	err := cmd.Run()
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = errors.Join(err, errors.New("killed after "+limit.String()))
+	}
+	return out.String(), err
+}
