@@ -198,14 +198,18 @@ func newStore(ctx context.Context, db *mongo.Database, cfg config) (*EventStore,
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	_, err := s.commits.Indexes().CreateMany(ctx, []mongo.IndexModel{
+	// One index per command: FerretDB v1.24 panics (and drops the connection) when a single
+	// createIndexes names two indexes that both exist already, as on every start but the first.
+	// Creating an existing identical index is a no-op on MongoDB and FerretDB alike.
+	for _, idx := range []mongo.IndexModel{
 		{Keys: bson.D{{Key: "stream", Value: 1}, {Key: "first", Value: 1}}, Options: options.Index().SetName(indexStreamFirst).SetUnique(true)},
 		{Keys: bson.D{{Key: "stream", Value: 1}, {Key: "last", Value: 1}}, Options: options.Index().SetName(indexStreamLast)},
 		{Keys: bson.D{{Key: "pos", Value: 1}}, Options: options.Index().SetName(indexPosition).SetUnique(true)},
 		{Keys: bson.D{{Key: "posEnd", Value: 1}}, Options: options.Index().SetName(indexPositionEnd).SetUnique(true)},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create indexes on %s.%s: %w", db.Name(), commitsCollection, err)
+	} {
+		if _, err := s.commits.Indexes().CreateOne(ctx, idx); err != nil {
+			return nil, fmt.Errorf("create indexes on %s.%s: %w", db.Name(), commitsCollection, err)
+		}
 	}
 	return s, nil
 }
@@ -263,11 +267,14 @@ func (c *commitDoc) events() []write.Event {
 
 // Append stores events as the next versions of stream if it is at version expected; see
 // write.EventStore. It returns an error matching write.ErrConflict when the stream is not at
-// expected (including when a concurrent append won), write.ErrInvalid for an empty batch, a
-// negative expected version or an event without ID, Type or time, and a wrapped driver error
-// otherwise. An error caused by the connection (not a conflict) leaves it unknown whether the
+// expected (including when a concurrent append won), an internal error for an empty stream name,
+// a negative expected version or an event without ID, Type, PostID or time, and a wrapped driver
+// error otherwise. An empty batch stores nothing and returns nil, nil. An error caused by the connection (not a conflict) leaves it unknown whether the
 // events were stored, as with any remote store; the driver's retryable writes make this rare.
 func (s *EventStore) Append(ctx context.Context, stream string, expected int64, events []write.Event) ([]write.Event, error) {
+	if len(events) == 0 {
+		return nil, nil // nothing to store, as in the SQLite store
+	}
 	if err := validate(stream, expected, events); err != nil {
 		return nil, err
 	}
@@ -342,19 +349,18 @@ func (s *EventStore) Append(ctx context.Context, stream string, expected int64, 
 	return out, nil
 }
 
-// validate rejects what Append must never store.
+// validate rejects what Append must never store. Such input is a bug of the caller, not of the
+// user, so the errors are internal ones (never shown to a client).
 func validate(stream string, expected int64, events []write.Event) error {
 	switch {
 	case stream == "":
-		return write.Errorf(write.KindInvalid, "append: empty stream name")
+		return errors.New("append: empty stream name")
 	case expected < 0:
-		return write.Errorf(write.KindInvalid, "append to %s: negative expected version %d", stream, expected)
-	case len(events) == 0:
-		return write.Errorf(write.KindInvalid, "append to %s: no events", stream)
+		return fmt.Errorf("append to %s: negative expected version %d", stream, expected)
 	}
 	for i, e := range events {
-		if e.ID == "" || e.Type == "" || e.At.IsZero() {
-			return write.Errorf(write.KindInvalid, "append to %s: event %d lacks an id, a type or a time", stream, i)
+		if e.ID == "" || e.Type == "" || e.PostID == "" || e.At.IsZero() {
+			return fmt.Errorf("append to %s: event %d lacks an id, a type, a post id or a time", stream, i)
 		}
 	}
 	return nil

@@ -21,11 +21,17 @@ import (
 // named by POSTGATE_TEST_MONGO_URI) and closes it when the test ends.
 func newStore(tb testing.TB) *mongo.EventStore {
 	tb.Helper()
+	return openStore(tb, mongotest.Database(tb))
+}
+
+// openStore opens a store on database db of the test server and closes it when the test ends.
+func openStore(tb testing.TB, db string) *mongo.EventStore {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// FerretDB decodes and filters every document in Go and the race detector slows that tenfold:
 	// give operations more time than the production default there.
-	s, err := mongo.Open(ctx, mongotest.URI(tb), mongo.WithDatabase(mongotest.Database(tb)), mongo.WithTimeout(time.Minute))
+	s, err := mongo.Open(ctx, mongotest.URI(tb), mongo.WithDatabase(db), mongo.WithTimeout(time.Minute))
 	if err != nil {
 		tb.Fatalf("open store: %v", err)
 	}
@@ -150,23 +156,31 @@ func TestAppendRejectsInvalidInput(t *testing.T) {
 	s := newStore(t)
 	noID := events("post/i", "i", 1)
 	noID[0].ID = ""
+	noTime := events("post/i", "i", 1)
+	noTime[0].At = time.Time{}
 	for _, tc := range []struct {
 		name     string
 		stream   string
 		expected int64
 		evs      []write.Event
 	}{
-		{"no events", "post/i", 0, nil},
-		{"a negative expected version", "post/i", -1, events("post/i", "i", 1)},
-		{"an empty stream name", "", 0, events("post/i", "i", 1)},
-		{"an event without id", "post/i", 0, noID},
+		{"a negative expected version is refused", "post/i", -1, events("post/i", "i", 1)},
+		{"an empty stream name is refused", "", 0, events("post/i", "i", 1)},
+		{"an event without id is refused", "post/i", 0, noID},
+		{"an event without time is refused", "post/i", 0, noTime},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := s.Append(testCtx(t), tc.stream, tc.expected, tc.evs)
-			if !errors.Is(err, write.ErrInvalid) {
-				t.Fatalf("append: %v, want an invalid-input error", err)
+			if err == nil || write.KindOf(err) != write.KindInternal {
+				t.Fatalf("append: %v, want an internal error", err)
 			}
 		})
+	}
+	if got, err := s.Append(testCtx(t), "post/i", 0, nil); got != nil || err != nil {
+		t.Errorf("append of no events: %v, %v; want nothing stored and no error", got, err)
+	}
+	if h, err := s.Head(testCtx(t)); h != 0 || err != nil {
+		t.Errorf("head after refused appends: %d, %v; want 0", h, err)
 	}
 }
 
@@ -291,6 +305,61 @@ func TestPositionsAreDenseAndNeverSeenOutOfOrder(t *testing.T) {
 	head, err := s.Head(ctx)
 	if err != nil || head != want {
 		t.Errorf("head = %d, %v; want %d", head, err, want)
+	}
+}
+
+// TestStoresInSeveralProcessesShareOnePositionSequence opens two stores on one database, as two
+// gateway processes would: each remembers the last position it saw, which goes stale when the
+// other appends, and positions must stay dense all the same.
+func TestStoresInSeveralProcessesShareOnePositionSequence(t *testing.T) {
+	t.Parallel()
+	db := mongotest.Database(t)
+	a, b := openStore(t, db), openStore(t, db)
+	ctx := testCtx(t)
+	mustAppend(t, a, "post/a", 0, events("post/a", "a1", 2))
+	mustAppend(t, a, "post/a", 2, events("post/a", "a2", 3))
+	// b has seen nothing: its first try collides with a's first commit, and it must recover.
+	got := mustAppend(t, b, "post/b", 0, events("post/b", "b1", 2))
+	if got[0].Position != 6 || got[1].Position != 7 {
+		t.Fatalf("b appended at positions %d, %d; want 6, 7", got[0].Position, got[1].Position)
+	}
+	// a's memory is now stale too.
+	got = mustAppend(t, a, "post/a", 5, events("post/a", "a3", 1))
+	if got[0].Position != 8 {
+		t.Fatalf("a appended at position %d, want 8", got[0].Position)
+	}
+
+	var wg sync.WaitGroup
+	for i := range 6 {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		wg.Go(func() {
+			stream := fmt.Sprintf("post/p%d", i)
+			var version int64
+			for c := range 3 {
+				n := 1 + (i+c)%2
+				if _, err := s.Append(ctx, stream, version, events(stream, fmt.Sprintf("p%dc%d", i, c), n)); err != nil {
+					t.Errorf("append to %s at %d: %v", stream, version, err)
+					return
+				}
+				version += int64(n)
+			}
+		})
+	}
+	wg.Wait()
+	all, err := b.ReadAll(ctx, 0, 1000)
+	if err != nil {
+		t.Fatalf("read all: %v", err)
+	}
+	for i, e := range all {
+		if e.Position != int64(i+1) {
+			t.Fatalf("event %d has position %d: positions are not dense", i, e.Position)
+		}
+	}
+	if want := 8 + 3*(1+2+1) + 3*(2+1+2); len(all) != want {
+		t.Errorf("read %d events, want %d", len(all), want)
 	}
 }
 
