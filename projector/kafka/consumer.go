@@ -113,8 +113,8 @@ func WithLogger(l *slog.Logger) Option { return func(c *Consumer) { c.log = l } 
 func WithConfig(cfg *sarama.Config) Option { return func(c *Consumer) { c.sarama = cfg } }
 
 // NewConsumer returns a consumer of brokers that applies events through applier. It connects
-// the producer for dead letters and changes, and fails when no broker answers or the metrics
-// cannot be registered (already registered by another consumer on the same registry).
+// nothing yet (Run does); it fails when the metrics cannot be registered (already registered by
+// another consumer on the same registry).
 func NewConsumer(brokers []string, applier Applier, opts ...Option) (*Consumer, error) {
 	c := &Consumer{brokers: brokers, applier: applier, group: DefaultGroup,
 		topic: wkafka.DefaultEventsTopic, deadTopic: wkafka.DeadLetterTopic(wkafka.DefaultEventsTopic),
@@ -130,31 +130,24 @@ func NewConsumer(brokers []string, applier Applier, opts ...Option) (*Consumer, 
 			return nil, err
 		}
 	}
-	pcfg := *c.sarama
-	pcfg.Producer.RequiredAcks = sarama.WaitForAll
-	pcfg.Producer.Idempotent = true
-	pcfg.Net.MaxOpenRequests = 1
-	pcfg.Producer.Partitioner = sarama.NewHashPartitioner
-	pcfg.Producer.Return.Successes = true
-	producer, err := sarama.NewSyncProducer(brokers, &pcfg)
-	if err != nil {
-		return nil, fmt.Errorf("new dead-letter producer: %w", err)
-	}
-	c.producer = producer
 	return c, nil
 }
 
-// Close releases the producer. Call it after Run has returned.
-func (c *Consumer) Close() error {
-	if err := c.producer.Close(); err != nil {
-		return fmt.Errorf("close dead-letter producer: %w", err)
+// connect creates the producer of dead letters and changes, and the consumer group.
+func (c *Consumer) connect() (sarama.ConsumerGroup, error) {
+	if c.producer == nil {
+		pcfg := *c.sarama
+		pcfg.Producer.RequiredAcks = sarama.WaitForAll
+		pcfg.Producer.Idempotent = true
+		pcfg.Net.MaxOpenRequests = 1
+		pcfg.Producer.Partitioner = sarama.NewHashPartitioner
+		pcfg.Producer.Return.Successes = true
+		producer, err := sarama.NewSyncProducer(c.brokers, &pcfg)
+		if err != nil {
+			return nil, fmt.Errorf("new dead-letter producer: %w", err)
+		}
+		c.producer = producer
 	}
-	return nil
-}
-
-// Run consumes until ctx ends, then returns nil. It returns an error only when the consumer
-// group cannot be created; later failures (a broker restart, a rebalance) are retried.
-func (c *Consumer) Run(ctx context.Context) error {
 	cfg := *c.sarama
 	cfg.Consumer.Return.Errors = true
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
@@ -162,7 +155,37 @@ func (c *Consumer) Run(ctx context.Context) error {
 	cfg.Consumer.Offsets.AutoCommit.Interval = time.Second
 	group, err := sarama.NewConsumerGroup(c.brokers, c.group, &cfg)
 	if err != nil {
-		return fmt.Errorf("new consumer group %s: %w", c.group, err)
+		return nil, fmt.Errorf("new consumer group %s: %w", c.group, err)
+	}
+	return group, nil
+}
+
+// Close releases the producer. Call it after Run has returned. It returns the producer's
+// error on closing.
+func (c *Consumer) Close() error {
+	if c.producer == nil {
+		return nil
+	}
+	if err := c.producer.Close(); err != nil {
+		return fmt.Errorf("close dead-letter producer: %w", err)
+	}
+	return nil
+}
+
+// Run consumes until ctx ends, then returns nil. Failures (no broker yet, a broker restart, a
+// rebalance) are logged and retried with a growing backoff; they never end Run.
+func (c *Consumer) Run(ctx context.Context) error {
+	var group sarama.ConsumerGroup
+	connecting := newBackoff(5 * time.Second)
+	for {
+		var err error
+		if group, err = c.connect(); err == nil {
+			break
+		}
+		c.log.Warn("projector consumer: connect", "err", err)
+		if !sleep(ctx, connecting.next()) {
+			return nil
+		}
 	}
 	defer group.Close()
 	go func() {
