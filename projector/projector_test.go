@@ -288,6 +288,14 @@ func TestRebuildUnderConcurrentWrites(t *testing.T) {
 			}
 		}()
 	}
+	// The live projector has its own connections to the read model, as serve in another process
+	// would: the switch must reach it through the database, not through shared memory.
+	live, err := rsqlite.Open(ctx, e.readDB)
+	if err != nil {
+		t.Fatalf("open second read model: %v", err)
+	}
+	defer live.Close()
+	liveProj := projector.New(live, e.store)
 	liveDone := make(chan int64)
 	go func() { // the live projector, following the store like the Kafka consumer would
 		p := pos
@@ -301,7 +309,7 @@ func TestRebuildUnderConcurrentWrites(t *testing.T) {
 				time.Sleep(time.Millisecond) // polling pace, not synchronisation
 				continue
 			}
-			if _, err := e.proj.Apply(ctx, evs); err != nil {
+			if _, err := liveProj.Apply(ctx, evs); err != nil {
 				errs <- err
 				break
 			}
