@@ -99,6 +99,13 @@ type EventStore struct {
 	// argument of the package comment holds and the insert collides on {pos} when others have
 	// appended since; Append then reads the head and retries.
 	seenPos atomic.Int64
+
+	// positionTurn (capacity 1) lets one Append of this process at a time take a position.
+	// Positions are one dense sequence, so commits are serialised by nature: each must see the
+	// commit before it. Racing goroutines of one process would only collide on the same
+	// position, waste inserts and back off; taking turns costs nothing in throughput. Other
+	// processes still race, which the retry below handles.
+	positionTurn chan struct{}
 }
 
 var _ write.EventStore = (*EventStore)(nil)
@@ -189,12 +196,13 @@ func newStore(ctx context.Context, db *mongo.Database, cfg config) (*EventStore,
 	}
 	base := options.Collection().SetReadPreference(readpref.Primary()).SetWriteConcern(wc)
 	s := &EventStore{
-		db:          db,
-		commits:     db.Collection(commitsCollection, options.Collection().SetReadPreference(readpref.Primary()).SetWriteConcern(wc).SetReadConcern(readconcern.Local())),
-		feed:        db.Collection(commitsCollection, options.Collection().SetReadPreference(readpref.Primary()).SetWriteConcern(wc).SetReadConcern(feedRC)),
-		snapshots:   db.Collection(snapshotsCollection, base),
-		checkpoints: db.Collection(checkpointsCollection, base),
-		cfg:         cfg,
+		db:           db,
+		commits:      db.Collection(commitsCollection, options.Collection().SetReadPreference(readpref.Primary()).SetWriteConcern(wc).SetReadConcern(readconcern.Local())),
+		feed:         db.Collection(commitsCollection, options.Collection().SetReadPreference(readpref.Primary()).SetWriteConcern(wc).SetReadConcern(feedRC)),
+		snapshots:    db.Collection(snapshotsCollection, base),
+		checkpoints:  db.Collection(checkpointsCollection, base),
+		cfg:          cfg,
+		positionTurn: make(chan struct{}, 1),
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -304,6 +312,12 @@ func (s *EventStore) Append(ctx context.Context, stream string, expected int64, 
 			Actor: e.Actor, At: e.At.UnixNano(), Data: e.Data}
 	}
 
+	select {
+	case s.positionTurn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("append to %s at version %d: wait for a position: %w", stream, expected, ctx.Err())
+	}
+	defer func() { <-s.positionTurn }()
 	head := s.seenPos.Load()
 	for attempt := 1; ; attempt++ {
 		doc.Pos, doc.PosEnd = head+1, head+n
@@ -320,11 +334,6 @@ func (s *EventStore) Append(ctx context.Context, stream string, expected int64, 
 		}
 		if !lostPosition {
 			return nil, conflict(stream, expected)
-		}
-		if attempt == 1 && head != s.seenPos.Load() {
-			// Another goroutine of this process appended meanwhile: try after its commit at once.
-			head = s.seenPos.Load()
-			continue
 		}
 		if attempt == maxPositionAttempts {
 			return nil, fmt.Errorf("append to %s at version %d: no free global position after %d attempts", stream, expected, attempt)

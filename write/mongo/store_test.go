@@ -31,7 +31,8 @@ func openStore(tb testing.TB, db string) *mongo.EventStore {
 	defer cancel()
 	// FerretDB decodes and filters every document in Go and the race detector slows that tenfold:
 	// give operations more time than the production default there.
-	s, err := mongo.Open(ctx, mongotest.URI(tb), mongo.WithDatabase(db), mongo.WithTimeout(time.Minute))
+	s, err := mongo.Open(ctx, mongotest.URI(tb), mongo.WithDatabase(db), mongo.WithTimeout(time.Minute),
+		mongo.WithMajority(mongotest.Majority()))
 	if err != nil {
 		tb.Fatalf("open store: %v", err)
 	}

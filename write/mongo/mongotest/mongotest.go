@@ -52,6 +52,17 @@ func Main(m *testing.M) int {
 	return code
 }
 
+// EnvMajority names the environment variable that turns majority write and read concern off
+// ("false") for a real standalone server, which is not a replica set.
+const EnvMajority = "POSTGATE_TEST_MONGO_MAJORITY"
+
+// Majority reports whether tests should use majority write and read concern: true unless
+// POSTGATE_TEST_MONGO_MAJORITY is "false" or "0". FerretDB accepts either.
+func Majority() bool {
+	v := os.Getenv(EnvMajority)
+	return v != "false" && v != "0"
+}
+
 // Real reports whether the tests run against a real MongoDB (POSTGATE_TEST_MONGO_URI is set).
 func Real() bool { return os.Getenv(EnvURI) != "" }
 
