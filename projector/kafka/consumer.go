@@ -66,7 +66,8 @@ type Consumer struct {
 	// marked; returning false abandons the session as a crash would.
 	beforeMark func(n int) bool
 
-	producer sarama.SyncProducer
+	producer sarama.SyncProducer  // dead letters: each must be acknowledged before moving on
+	changes  sarama.AsyncProducer // change notifications: hints, sent without waiting
 }
 
 // Option configures a Consumer.
@@ -148,6 +149,23 @@ func (c *Consumer) connect() (sarama.ConsumerGroup, error) {
 		}
 		c.producer = producer
 	}
+	if c.changes == nil && c.changesTopic != "" {
+		ccfg := *c.sarama
+		ccfg.Producer.Partitioner = sarama.NewHashPartitioner
+		ccfg.Producer.Return.Successes = false
+		ccfg.Producer.Return.Errors = true
+		changes, err := sarama.NewAsyncProducer(c.brokers, &ccfg)
+		if err != nil {
+			return nil, fmt.Errorf("new change producer: %w", err)
+		}
+		go func() {
+			for err := range changes.Errors() {
+				c.metrics.changeErrors.Inc()
+				c.log.Warn("publish change", "err", err)
+			}
+		}()
+		c.changes = changes
+	}
 	cfg := *c.sarama
 	cfg.Consumer.Return.Errors = true
 	cfg.Consumer.Offsets.Initial = sarama.OffsetOldest
@@ -160,9 +178,12 @@ func (c *Consumer) connect() (sarama.ConsumerGroup, error) {
 	return group, nil
 }
 
-// Close releases the producer. Call it after Run has returned. It returns the producer's
-// error on closing.
+// Close releases the producers. Call it after Run has returned. It returns the dead-letter
+// producer's error on closing.
 func (c *Consumer) Close() error {
+	if c.changes != nil {
+		c.changes.AsyncClose()
+	}
 	if c.producer == nil {
 		return nil
 	}
@@ -388,23 +409,24 @@ func (c *Consumer) committed(items []item, changes []read.Change, start time.Tim
 	if c.onChanges != nil {
 		c.onChanges(changes)
 	}
-	if c.changesTopic == "" {
+	if c.changes == nil {
 		return
 	}
-	msgs := make([]*sarama.ProducerMessage, 0, len(changes))
 	for _, ch := range changes {
 		value, err := json.Marshal(fromChange(ch))
 		if err != nil {
 			continue
 		}
-		msgs = append(msgs, &sarama.ProducerMessage{Topic: c.changesTopic, Key: sarama.StringEncoder(ch.PostID),
-			Value: sarama.ByteEncoder(value)})
-	}
-	// Change notifications are a hint for gateways (they re-read the read model); a lost one
-	// must not hold up the projection, so a failure is only logged.
-	if err := c.producer.SendMessages(msgs); err != nil {
-		c.metrics.changeErrors.Inc()
-		c.log.Warn("publish changes", "changes", len(msgs), "err", err)
+		msg := &sarama.ProducerMessage{Topic: c.changesTopic, Key: sarama.StringEncoder(ch.PostID),
+			Value: sarama.ByteEncoder(value)}
+		// Change notifications are hints for gateways (they re-read the read model): the
+		// projection must not wait for them, so one that finds the producer's buffer full
+		// (Kafka down) is dropped and counted.
+		select {
+		case c.changes.Input() <- msg:
+		default:
+			c.metrics.changeErrors.Inc()
+		}
 	}
 }
 
