@@ -35,6 +35,10 @@ import (
 // SIGKILL mid-stream. The surviving projector must take the partition over, every subscriber
 // must see the count rise to the final one without ever going back, and `postgate verify` must
 // find the read model equal to the fold of the event store.
+//
+// By default the stores are the embedded ones (a `postgate broker` process, SQLite files shared
+// by all processes). POSTGATE_TEST_KAFKA_BROKERS, POSTGATE_TEST_MONGO_URI and
+// POSTGATE_TEST_E2E_MSSQL_DSN point it at real engines instead, each independently.
 func TestScaleOut(t *testing.T) {
 	if testing.Short() {
 		t.Skip("scale-out test builds the binary and runs five processes; skipped with -short")
@@ -50,18 +54,34 @@ func TestScaleOut(t *testing.T) {
 	bin := scaleoutBuild(t)
 	dir := t.TempDir()
 	secret := "scale-out-test-secret-of-at-least-32-characters"
-	kafkaAddr := "127.0.0.1:" + strconv.Itoa(scaleoutFreePort(t))
 	env := []string{
 		"POSTGATE_DATA=" + filepath.Join(dir, "data"),
 		"POSTGATE_JWT_SECRET=" + secret,
-		"POSTGATE_KAFKA_BROKERS=" + kafkaAddr,
 		"POSTGATE_PARTITIONS=4",
 		"POSTGATE_LOG_LEVEL=info",
 	}
-
+	// Real engines, where named (CI with Docker: .github/workflows/engines.yml), replace the
+	// broker process and the SQLite files. Names unique to this run keep earlier runs' events,
+	// offsets and posts out of it, so that verify compares like with like.
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	if uri := os.Getenv("POSTGATE_TEST_MONGO_URI"); uri != "" {
+		env = append(env, "POSTGATE_MONGO_URI="+uri, "POSTGATE_MONGO_DB=postgate_scaleout_"+run)
+	}
+	if dsn := os.Getenv(scaleoutEnvMSSQL); dsn != "" {
+		env = append(env, "POSTGATE_READ_DSN="+dsn)
+	}
 	start := time.Now()
-	broker := scaleoutStart(t, bin, dir, "broker", env, "broker", "--broker-addr", kafkaAddr)
-	scaleoutWaitDial(ctx, t, broker, kafkaAddr)
+	kafkaAddr := os.Getenv("POSTGATE_TEST_KAFKA_BROKERS")
+	if kafkaAddr != "" {
+		env = append(env, "POSTGATE_TOPIC=postgate.scaleout-"+run+".events", "POSTGATE_CHANGES_TOPIC=postgate.scaleout-"+run+".changes",
+			"POSTGATE_PROJECTOR_GROUP=postgate-scaleout-"+run)
+	} else {
+		kafkaAddr = "127.0.0.1:" + strconv.Itoa(scaleoutFreePort(t))
+		broker := scaleoutStart(t, bin, dir, "broker", env, "broker", "--broker-addr", kafkaAddr)
+		scaleoutWaitDial(ctx, t, broker, kafkaAddr)
+	}
+	env = append(env, "POSTGATE_KAFKA_BROKERS="+kafkaAddr)
+	t.Logf("stores: %s", scaleoutStores(env))
 
 	// Gateway A migrates the read model and creates the topics first; the others then start on a
 	// prepared deployment, the two projectors at the same time so that they rebalance.
@@ -227,6 +247,27 @@ func TestScaleOut(t *testing.T) {
 		t.Errorf("postgate verify printed %q", out)
 	}
 	t.Logf("scale-out run took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// scaleoutEnvMSSQL names a SQL Server database for the scale-out test's read model. It is not
+// POSTGATE_TEST_MSSQL_DSN: the read/sqlserver suite empties that database's tables while it runs,
+// which would break this test running beside it. The database must hold no other posts.
+const scaleoutEnvMSSQL = "POSTGATE_TEST_E2E_MSSQL_DSN"
+
+// scaleoutStores says which stores the processes use, for the log.
+func scaleoutStores(env []string) string {
+	stores := map[string]string{"event store": "SQLite", "read model": "SQLite", "broker": "postgate broker (kfake)"}
+	for _, kv := range env {
+		switch {
+		case strings.HasPrefix(kv, "POSTGATE_MONGO_URI="):
+			stores["event store"] = "MongoDB"
+		case strings.HasPrefix(kv, "POSTGATE_READ_DSN="):
+			stores["read model"] = "SQL Server"
+		case strings.HasPrefix(kv, "POSTGATE_TOPIC="):
+			stores["broker"] = "Kafka"
+		}
+	}
+	return fmt.Sprintf("event store %s, read model %s, broker %s", stores["event store"], stores["read model"], stores["broker"])
 }
 
 // scaleoutBuild builds the postgate binary once into a temporary directory. It builds with the
