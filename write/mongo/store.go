@@ -32,14 +32,21 @@
 //   - A duplicate key on {pos} means another writer took that position: Append re-reads the
 //     highest position and retries (bounded, with a small jittered backoff). Positions are
 //     therefore dense, and a commit at position p+1 is only inserted after its writer saw the
-//     commit ending at p, so no reader sees p+1 without p (PITFALLS 2).
+//     commit ending at p, so no reader sees p+1 without p (PITFALLS 2). Within one process,
+//     appends take turns for a position, so only several processes ever race for one.
 //
 // Limits: the reasoning assumes that an acknowledged write stays. With write concern w:1 a
 // replica-set failover can roll back acknowledged commits, and their positions are then handed out
 // again to other events after a relay may have published them. Use majority write concern (the
-// default, see WithMajority) in production; reads of the feed (Load, ReadAll, Head) then use read
-// concern "majority" so that they never return what a rollback could undo. Multi-document
-// transactions are not needed and not used; this is why the adapter also runs on FerretDB.
+// default, see WithMajority) in production; reads of the global feed (ReadAll, Head), which the
+// relay and rebuild checkpoint, then use read concern "majority" so that they never return what a
+// rollback could undo. Load, which serves command decisions, reads the freshest local state: a
+// decision on an event that is later rolled back fails its append with a conflict, since the
+// expected version no longer exists. Multi-document transactions are not needed and not used;
+// this is why the adapter also runs on FerretDB.
+//
+// A commit is one BSON document, so one Append is limited to MongoDB's 16 MB per document (tens
+// of thousands of events of ordinary size); the commands of postgate append one to a few events.
 package mongo
 
 import (
@@ -88,7 +95,7 @@ type EventStore struct {
 	client      *mongo.Client // nil when the caller owns the client (New)
 	db          *mongo.Database
 	commits     *mongo.Collection // primary, local read concern: the append path wants the freshest state
-	feed        *mongo.Collection // primary, the configured read concern: Load, ReadAll, Head
+	feed        *mongo.Collection // primary, majority read concern unless disabled: ReadAll, Head
 	snapshots   *mongo.Collection
 	checkpoints *mongo.Collection
 	cfg         config
@@ -277,8 +284,10 @@ func (c *commitDoc) events() []write.Event {
 // write.EventStore. It returns an error matching write.ErrConflict when the stream is not at
 // expected (including when a concurrent append won), an internal error for an empty stream name,
 // a negative expected version or an event without ID, Type, PostID or time, and a wrapped driver
-// error otherwise. An empty batch stores nothing and returns nil, nil. An error caused by the connection (not a conflict) leaves it unknown whether the
-// events were stored, as with any remote store; the driver's retryable writes make this rare.
+// error otherwise (including a commit above MongoDB's 16 MB document limit). An empty batch stores
+// nothing and returns nil, nil. An error caused by the connection (not a conflict) leaves it
+// unknown whether the events were stored, as with any remote store; the driver's retryable writes
+// make this rare, and a retry of the command then gets a conflict, not a duplicate.
 func (s *EventStore) Append(ctx context.Context, stream string, expected int64, events []write.Event) ([]write.Event, error) {
 	if len(events) == 0 {
 		return nil, nil // nothing to store, as in the SQLite store
@@ -370,6 +379,10 @@ func validate(stream string, expected int64, events []write.Event) error {
 	for i, e := range events {
 		if e.ID == "" || e.Type == "" || e.PostID == "" || e.At.IsZero() {
 			return fmt.Errorf("append to %s: event %d lacks an id, a type, a post id or a time", stream, i)
+		}
+		// Times are stored as Unix nanoseconds, which an int64 holds for the years 1678 to 2262.
+		if y := e.At.Year(); y < 1700 || y > 2200 {
+			return fmt.Errorf("append to %s: event %d has a time out of range: %v", stream, i, e.At)
 		}
 	}
 	return nil
@@ -495,7 +508,7 @@ func (s *EventStore) head(ctx context.Context, coll *mongo.Collection) (int64, e
 func (s *EventStore) Load(ctx context.Context, stream string, after int64) ([]write.Event, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	cur, err := s.feed.Find(ctx,
+	cur, err := s.commits.Find(ctx,
 		bson.D{{Key: "stream", Value: stream}, {Key: "last", Value: bson.D{{Key: "$gt", Value: after}}}},
 		options.Find().SetSort(bson.D{{Key: "last", Value: 1}}))
 	if err != nil {

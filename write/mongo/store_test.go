@@ -159,6 +159,8 @@ func TestAppendRejectsInvalidInput(t *testing.T) {
 	noID[0].ID = ""
 	noTime := events("post/i", "i", 1)
 	noTime[0].At = time.Time{}
+	farFuture := events("post/i", "i", 1)
+	farFuture[0].At = time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
 		name     string
 		stream   string
@@ -169,6 +171,7 @@ func TestAppendRejectsInvalidInput(t *testing.T) {
 		{"an empty stream name is refused", "", 0, events("post/i", "i", 1)},
 		{"an event without id is refused", "post/i", 0, noID},
 		{"an event without time is refused", "post/i", 0, noTime},
+		{"a time beyond int64 nanoseconds is refused", "post/i", 0, farFuture},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := s.Append(testCtx(t), tc.stream, tc.expected, tc.evs)
