@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,17 +67,17 @@ func (c connectionJSON) ids() []string {
 
 const postFields = `id author message createdAt editedAt likes likedByMe commentCount version comments { id postId author text createdAt editedAt }`
 
-// unique returns a name no other test of this binary uses, so tests can share one server.
-func unique(prefix string) string {
-	uniqueMu.Lock()
-	defer uniqueMu.Unlock()
-	uniqueN++
-	return fmt.Sprintf("%s-%d", prefix, uniqueN)
+// uniqueName returns a name no other test of this binary uses, so tests can share one server.
+func uniqueName(prefix string) string {
+	uniqueNameMu.Lock()
+	defer uniqueNameMu.Unlock()
+	uniqueNameN++
+	return fmt.Sprintf("%s-%d", prefix, uniqueNameN)
 }
 
 var (
-	uniqueMu sync.Mutex
-	uniqueN  int
+	uniqueNameMu sync.Mutex
+	uniqueNameN  int
 )
 
 func (s *testServer) createPost(token, message string) postJSON {
@@ -117,6 +118,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("every error code", func(t *testing.T) { testErrorCodes(t, s) })
 	t.Run("persisted queries and GET", func(t *testing.T) { testPersistedQueries(t, s) })
 	t.Run("likeCount subscriber sees every count while 20 users like", func(t *testing.T) { testLikeCountSubscription(t, s) })
+	t.Run("postCreated for one author", func(t *testing.T) { testPostCreated(t, s) })
 	t.Run("a bad websocket token closes with 4403", func(t *testing.T) { testWebsocketBadToken(t, s) })
 	t.Run("verify after quiet", func(t *testing.T) { testVerify(t, s) })
 	t.Run("graceful shutdown", func(t *testing.T) { testGracefulShutdown(t, s) })
@@ -125,7 +127,7 @@ func TestEndToEnd(t *testing.T) {
 func testProbes(t *testing.T, s *testServer) {
 	s = s.in(t)
 	for _, path := range []string{"/healthz", "/readyz"} {
-		resp, err := httpClient.Get(s.url + path)
+		resp, err := e2eHTTP.Get(s.url + path)
 		if err != nil {
 			t.Fatalf("GET %s: %v", path, err)
 		}
@@ -153,12 +155,12 @@ func testProbes(t *testing.T, s *testServer) {
 	}
 }
 
-var sampleLine = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$`)
+var metricSample = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$`)
 
 // metrics returns the samples of /metrics by name with labels, as Prometheus prints them.
 func (s *testServer) metrics() map[string]float64 {
 	s.tb.Helper()
-	resp, err := httpClient.Get(s.url + "/metrics")
+	resp, err := e2eHTTP.Get(s.url + "/metrics")
 	if err != nil {
 		s.tb.Fatalf("GET /metrics: %v", err)
 	}
@@ -169,7 +171,7 @@ func (s *testServer) metrics() map[string]float64 {
 	}
 	out := map[string]float64{}
 	for _, line := range strings.Split(string(body), "\n") {
-		m := sampleLine.FindStringSubmatch(line)
+		m := metricSample.FindStringSubmatch(line)
 		if m == nil {
 			continue
 		}
@@ -182,14 +184,14 @@ func (s *testServer) metrics() map[string]float64 {
 
 func testPostLifecycle(t *testing.T, s *testServer) {
 	s = s.in(t)
-	alice, bob, carol := unique("alice"), unique("bob"), unique("carol")
+	alice, bob, carol := uniqueName("alice"), uniqueName("bob"), uniqueName("carol")
 	ta, tb, tc := s.token(alice), s.token(bob), s.token(carol)
 
 	// createPost: the mutation's result already holds the post; the same clientMutationId from the
 	// same user returns it again, from another user it makes another post.
 	create := `mutation($m: String!, $c: String) { createPost(message: $m, clientMutationId: $c) { ` + postFields + ` } }`
 	var c1, c2, c3 struct{ CreatePost postJSON }
-	cmid := unique("cmid")
+	cmid := uniqueName("cmid")
 	s.mustData(s.do(ta, create, map[string]any{"m": "hello", "c": cmid}), &c1)
 	s.mustData(s.do(ta, create, map[string]any{"m": "hello again", "c": cmid}), &c2)
 	s.mustData(s.do(tb, create, map[string]any{"m": "bob's", "c": cmid}), &c3)
@@ -302,7 +304,7 @@ func testPostLifecycle(t *testing.T, s *testServer) {
 
 func testPostsQuery(t *testing.T, s *testServer) {
 	s = s.in(t)
-	author := unique("writer")
+	author := uniqueName("writer")
 	ta := s.token(author)
 	// Three posts, oldest first; the middle one gets three likes and the last one a comment.
 	var posts []postJSON
@@ -310,7 +312,7 @@ func testPostsQuery(t *testing.T, s *testServer) {
 		posts = append(posts, s.createPost(ta, fmt.Sprintf("post %d", i)))
 	}
 	for i := 0; i < 3; i++ {
-		s.mustData(s.do(s.token(unique("fan")), `mutation($id: ID!) { likePost(id: $id) { id } }`, map[string]any{"id": posts[1].ID}), new(any))
+		s.mustData(s.do(s.token(uniqueName("fan")), `mutation($id: ID!) { likePost(id: $id) { id } }`, map[string]any{"id": posts[1].ID}), new(any))
 	}
 	s.mustData(s.do(ta, `mutation($id: ID!) { addComment(postId: $id, text: "first!") { id } }`, map[string]any{"id": posts[2].ID}), new(any))
 	s.waitLikes(posts[1].ID, 3)
@@ -370,7 +372,7 @@ func testPostsQuery(t *testing.T, s *testServer) {
 			t.Errorf("posts(withComments: true) lists %+v", e.Node)
 		}
 	}
-	if !contains(withComments.ids(), posts[2].ID) {
+	if !slices.Contains(withComments.ids(), posts[2].ID) {
 		t.Errorf("posts(withComments: true) lacks %s", posts[2].ID)
 	}
 
@@ -386,24 +388,15 @@ func testPostsQuery(t *testing.T, s *testServer) {
 	same("pages", append(p1.ids(), p2.ids()...), ids(posts...))
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 func testErrorCodes(t *testing.T, s *testServer) {
 	s = s.in(t)
-	owner, other := unique("owner"), unique("other")
+	owner, other := uniqueName("owner"), uniqueName("other")
 	to, tx := s.token(owner), s.token(other)
 	p := s.createPost(to, "mine")
 	vars := map[string]any{"id": p.ID}
 
 	// A token signed with another key, as a server with another data dir would issue it.
-	foreign := startlessToken(t)
+	foreign := foreignToken(t)
 
 	// Over the complexity limit (1000 by default): 600 aliased post fields of 2 each.
 	var heavy strings.Builder
@@ -445,10 +438,10 @@ func testErrorCodes(t *testing.T, s *testServer) {
 	})
 }
 
-// startlessToken returns a well-formed token for a user, signed with a key this server never saw.
-func startlessToken(tb testing.TB) string {
+// foreignToken returns a well-formed token for a user, signed with a key this server never saw.
+func foreignToken(tb testing.TB) string {
 	tb.Helper()
-	cfg := parseConfig(tb, []string{"--data", tb.TempDir()})
+	cfg := serveConfig(tb, []string{"--data", tb.TempDir()})
 	var out strings.Builder
 	if err := token(cfg, "mallory", time.Hour, &out); err != nil {
 		tb.Fatalf("token: %v", err)
@@ -476,8 +469,8 @@ func testPersistedQueries(t *testing.T, s *testServer) {
 
 func testLikeCountSubscription(t *testing.T, s *testServer) {
 	s = s.in(t)
-	ctx := deadline(t, 60*time.Second)
-	p := s.createPost(s.token(unique("star")), "like me")
+	ctx := testDeadline(t, 60*time.Second)
+	p := s.createPost(s.token(uniqueName("star")), "like me")
 	s.readPost("", p.ID, p.Version)
 
 	before := s.metrics()[`postgate_graphql_subscribers{field="likeCount"}`]
@@ -497,7 +490,7 @@ func testLikeCountSubscription(t *testing.T, s *testServer) {
 	const users = 20
 	tokens := make([]string, 2*users)
 	for i := range tokens {
-		tokens[i] = s.token(unique("liker"))
+		tokens[i] = s.token(uniqueName("liker"))
 	}
 	like := func(tok string) error {
 		r := s.do(tok, `mutation($id: ID!) { likePost(id: $id) { id } }`, map[string]any{"id": p.ID})
@@ -570,9 +563,34 @@ func testLikeCountSubscription(t *testing.T, s *testServer) {
 	t.Logf("concurrent likes: %d messages for %d likes: %v", len(got)-burst, users, got[burst:])
 }
 
+func testPostCreated(t *testing.T, s *testServer) {
+	s = s.in(t)
+	ctx := testDeadline(t, 30*time.Second)
+	author, other := uniqueName("poet"), uniqueName("critic")
+	before := s.metrics()[`postgate_graphql_subscribers{field="postCreated"}`]
+	c, err := s.dialWS(ctx, s.token(other))
+	if err != nil {
+		t.Fatalf("websocket: %v", err)
+	}
+	c.subscribe(ctx, "new", `subscription($a: String) { postCreated(author: $a) { id author message } }`, map[string]any{"a": author})
+	eventually(t, 10*time.Second, "postCreated subscriber registered", func() error {
+		if n := s.metrics()[`postgate_graphql_subscribers{field="postCreated"}`]; n < before+1 {
+			return fmt.Errorf("%v postCreated subscribers", n)
+		}
+		return nil
+	})
+	s.createPost(s.token(other), "not for this subscriber")
+	want := s.createPost(s.token(author), "for this subscriber")
+	var d struct{ PostCreated postJSON }
+	c.nextData(ctx, "new", &d)
+	if d.PostCreated.ID != want.ID || d.PostCreated.Author != author || d.PostCreated.Message != "for this subscriber" {
+		t.Fatalf("postCreated(author: %s) sent %+v, want post %s", author, d.PostCreated, want.ID)
+	}
+}
+
 func testWebsocketBadToken(t *testing.T, s *testServer) {
 	s = s.in(t)
-	ctx := deadline(t, 20*time.Second)
+	ctx := testDeadline(t, 20*time.Second)
 	_, err := s.dialWS(ctx, "not-a-jwt")
 	if code := websocket.CloseStatus(err); code != 4403 {
 		t.Fatalf("dial with a bad token: %v (close status %d), want close 4403", err, code)
@@ -598,8 +616,8 @@ func testVerify(t *testing.T, s *testServer) {
 
 func testGracefulShutdown(t *testing.T, s *testServer) {
 	s = s.in(t)
-	ctx := deadline(t, 40*time.Second)
-	p := s.createPost(s.token(unique("last")), "before shutdown")
+	ctx := testDeadline(t, 40*time.Second)
+	p := s.createPost(s.token(uniqueName("last")), "before shutdown")
 
 	// An open subscription must not hold the shutdown up: it ends with the server.
 	c, err := s.dialWS(ctx, "")
@@ -620,7 +638,7 @@ func testGracefulShutdown(t *testing.T, s *testServer) {
 	inflight := make(chan answer, 1)
 	go func() {
 		body := fmt.Sprintf(`{"query":"{ post(id: \"%s\", minVersion: 1000000) { id } }"}`, p.ID)
-		resp, err := httpClient.Post(s.url+"/graphql", "application/json", strings.NewReader(body))
+		resp, err := e2eHTTP.Post(s.url+"/graphql", "application/json", strings.NewReader(body))
 		if err != nil {
 			inflight <- answer{err: err}
 			return
@@ -658,7 +676,7 @@ func testGracefulShutdown(t *testing.T, s *testServer) {
 			break
 		}
 	}
-	if _, err := httpClient.Get(s.url + "/healthz"); err == nil {
+	if _, err := e2eHTTP.Get(s.url + "/healthz"); err == nil {
 		t.Errorf("/healthz still answers after shutdown")
 	}
 

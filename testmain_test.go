@@ -43,7 +43,7 @@ const startTimeout = 90 * time.Second
 func startServe(tb testing.TB, args ...string) *testServer {
 	tb.Helper()
 	s := &testServer{tb: tb, data: tb.TempDir(), tokens: &tokenCache{m: map[string]string{}}, done: make(chan error, 1), logs: &syncBuffer{}}
-	cfg := parseConfig(tb, append([]string{"--data", s.data, "--addr", "127.0.0.1:0", "--shutdown-timeout", "20s"}, args...))
+	cfg := serveConfig(tb, append([]string{"--data", s.data, "--addr", "127.0.0.1:0", "--shutdown-timeout", "20s"}, args...))
 	log := slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -81,8 +81,8 @@ type tokenCache struct {
 	m  map[string]string
 }
 
-// parseConfig parses args as the serve command does.
-func parseConfig(tb testing.TB, args []string) *Config {
+// serveConfig parses args as the serve command does.
+func serveConfig(tb testing.TB, args []string) *Config {
 	tb.Helper()
 	fs := flag.NewFlagSet("postgate serve", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -164,7 +164,7 @@ func (r gqlResponse) code() string {
 	return c
 }
 
-var httpClient = &http.Client{Timeout: 30 * time.Second}
+var e2eHTTP = &http.Client{Timeout: 30 * time.Second}
 
 // post sends a GraphQL request body to /graphql with an optional bearer token.
 func (s *testServer) post(token string, body any) gqlResponse {
@@ -186,7 +186,7 @@ func (s *testServer) post(token string, body any) gqlResponse {
 
 func (s *testServer) send(req *http.Request) gqlResponse {
 	s.tb.Helper()
-	resp, err := httpClient.Do(req)
+	resp, err := e2eHTTP.Do(req)
 	if err != nil {
 		s.tb.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
@@ -248,7 +248,7 @@ func (s *testServer) dialWS(ctx context.Context, token string) (*wsConn, error) 
 	s.tb.Helper()
 	conn, _, err := websocket.Dial(ctx, "ws://"+s.addr+"/graphql", &websocket.DialOptions{
 		Subprotocols: []string{"graphql-transport-ws"},
-		HTTPClient:   httpClient,
+		HTTPClient:   e2eHTTP,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
@@ -346,8 +346,8 @@ func (c *wsConn) decodeNext(m wsMessage, id string, v any) {
 	}
 }
 
-// deadline returns a context ending after d, cancelled at the end of the test.
-func deadline(tb testing.TB, d time.Duration) context.Context {
+// testDeadline returns a context ending after d, cancelled at the end of the test.
+func testDeadline(tb testing.TB, d time.Duration) context.Context {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	tb.Cleanup(cancel)
