@@ -248,7 +248,6 @@ func (s *testServer) dialWS(ctx context.Context, token string) (*wsConn, error) 
 	s.tb.Helper()
 	conn, _, err := websocket.Dial(ctx, "ws://"+s.addr+"/graphql", &websocket.DialOptions{
 		Subprotocols: []string{"graphql-transport-ws"},
-		HTTPClient:   e2eHTTP,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
