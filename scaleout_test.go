@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -130,6 +131,16 @@ func TestScaleOut(t *testing.T) {
 		return n == subscribers, err
 	})
 
+	// The applied counters before any like, so that the owner of the post's partition shows.
+	baseline := make([]int, len(projectors))
+	for i, p := range projectors {
+		n, err := scaleoutMetric(ctx, p, "postgate_projector_events_applied_total")
+		if err != nil {
+			t.Fatalf("projector metrics: %v", err)
+		}
+		baseline[i] = n
+	}
+
 	// Two thirds of the likes may go before the kill; the last third only after it, so that the
 	// surviving projector certainly has events to apply.
 	jobs := make(chan int)
@@ -175,7 +186,7 @@ func TestScaleOut(t *testing.T) {
 	scaleoutWaitFor(ctx, t, "a third of the likes to reach the subscribers", func() (bool, error) {
 		return subs[0].latest() >= likers/3, nil
 	})
-	victim, survivor := scaleoutOwner(ctx, t, projectors)
+	victim, survivor := scaleoutOwner(ctx, t, projectors, baseline)
 	atKill := subs[0].latest()
 	survivorBefore, err := scaleoutMetric(ctx, survivor, "postgate_projector_events_applied_total")
 	if err != nil {
@@ -548,14 +559,14 @@ func scaleoutMetric(ctx context.Context, p *scaleoutProc, series string) (int, e
 	return 0, sc.Err()
 }
 
-// scaleoutOwner returns the projector that is applying events now and the other one: the owner
-// is the one whose applied counter moves while the other's stands still, in two polls in a row
-// (likes are flowing, and all of them go to the post's one partition).
-func scaleoutOwner(ctx context.Context, tb testing.TB, ps []*scaleoutProc) (owner, other *scaleoutProc) {
+// scaleoutOwner returns the projector that applies the likes (they all go to the post's one
+// partition) and the other one. Normally exactly one applied counter has moved since baseline.
+// When both have (the partition moved during a rebalance), the owner is the one whose counter
+// moves while the other's stands still, in two polls in a row while likes still flow.
+func scaleoutOwner(ctx context.Context, tb testing.TB, ps []*scaleoutProc, baseline []int) (owner, other *scaleoutProc) {
 	tb.Helper()
-	prev := make([]int, len(ps))
+	prev := slices.Clone(baseline)
 	streak := make([]int, len(ps))
-	first := true
 	scaleoutWaitFor(ctx, tb, "one projector alone to apply the likes", func() (bool, error) {
 		cur := make([]int, len(ps))
 		for i, p := range ps {
@@ -566,9 +577,14 @@ func scaleoutOwner(ctx context.Context, tb testing.TB, ps []*scaleoutProc) (owne
 			cur[i] = n
 		}
 		defer copy(prev, cur)
-		if first {
-			first = false
-			return false, nil
+		since0, since1 := cur[0] > baseline[0], cur[1] > baseline[1]
+		switch {
+		case since0 && !since1:
+			owner, other = ps[0], ps[1]
+			return true, nil
+		case since1 && !since0:
+			owner, other = ps[1], ps[0]
+			return true, nil
 		}
 		moved0, moved1 := cur[0] > prev[0], cur[1] > prev[1]
 		switch {
