@@ -1,7 +1,8 @@
 // GraphiQL, as served by postgate at /, in headless Chromium (Debian's /usr/bin/chromium driven by
 // playwright-core): every request that is not to 127.0.0.1 is aborted, so the page must work offline.
 // The script creates a post over HTTP, sets a query for it in GraphiQL's editor, runs it with the
-// execute button, and expects the post's message in the result pane.
+// execute button, and expects the post's message in the result pane; then it runs a likeCount
+// subscription the same way, likes the post over HTTP, and expects the new count in the pane.
 //
 //   node graphiql.mjs BASE_URL TOKEN   (or POSTGATE_URL, POSTGATE_TOKENS)
 // CHROMIUM overrides the browser path; GRAPHIQL_SCREENSHOT=file.png saves what the page showed.
@@ -9,7 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { check, config, fail, mustGQL, watchdog } from "./lib.mjs";
+import { check, config, fail, mustGQL, subscribers, until, watchdog } from "./lib.mjs";
 
 const cfg = config(1);
 watchdog(90_000, "graphiql.mjs");
@@ -73,9 +74,28 @@ try {
   }
   const text = await page.locator(".graphiql-response").first().innerText();
   check(text.includes(post.id), `result pane lacks the post id: ${text}`);
+
+  // A subscription from the browser: GraphiQL's graphql-ws client opens a websocket that carries the
+  // page's Origin (node clients send none), and the result pane shows each message.
+  const sub = `subscription { likeCount(postId: "${post.id}") { postId likes } }`;
+  await editor.evaluate((el, q) => el.CodeMirror.setValue(q), sub);
+  const before = await subscribers(cfg, "likeCount");
+  await page.locator(".graphiql-execute-button").first().click();
+  await until(15_000, "GraphiQL's likeCount subscription registered", async () => (await subscribers(cfg, "likeCount")) > before);
+  await mustGQL(cfg, `mutation($id: ID!) { likePost(id: $id) { id } }`, { id: post.id }, token);
+  try {
+    await page.waitForFunction(
+      ([sel, want]) => [...document.querySelectorAll(sel)].some((el) => el.innerText.includes(want)),
+      [".graphiql-response", '"likes": 1'],
+      { timeout: 20_000 },
+    );
+  } catch {
+    fail(`the result pane did not show the like count: ${await page.locator(".graphiql-response").first().innerText().catch(() => "?")}\npage errors: ${pageErrors.join("\n")}`);
+  }
+
   if (process.env.GRAPHIQL_SCREENSHOT) await page.screenshot({ path: process.env.GRAPHIQL_SCREENSHOT });
   check(pageErrors.length === 0, `page errors: ${pageErrors.join("\n")}`);
-  console.log(`graphiql: ok (query for post ${post.id} ran in headless Chromium, offline; ${blocked.length} outside request(s) blocked${blocked.length ? ": " + blocked.join(", ") : ""})`);
+  console.log(`graphiql: ok (query for post ${post.id} and a likeCount subscription ran in headless Chromium, offline; ${blocked.length} outside request(s) blocked${blocked.length ? ": " + blocked.join(", ") : ""})`);
 } catch (e) {
   await cleanup();
   fail(`graphiql: ${e?.stack ?? e}`);
