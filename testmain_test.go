@@ -43,7 +43,8 @@ const startTimeout = 90 * time.Second
 func startServe(tb testing.TB, args ...string) *testServer {
 	tb.Helper()
 	s := &testServer{tb: tb, data: tb.TempDir(), tokens: &tokenCache{m: map[string]string{}}, done: make(chan error, 1), logs: &syncBuffer{}}
-	cfg := serveConfig(tb, append([]string{"--data", s.data, "--addr", "127.0.0.1:0", "--shutdown-timeout", "20s"}, args...))
+	flags := append([]string{"--data", s.data, "--addr", "127.0.0.1:0", "--shutdown-timeout", "20s"}, embeddedFlags...)
+	cfg := serveConfig(tb, append(flags, args...))
 	log := slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -80,6 +81,12 @@ type tokenCache struct {
 	mu sync.Mutex
 	m  map[string]string
 }
+
+// embeddedFlags choose the embedded default of every piece, whatever POSTGATE_* variables the
+// environment holds (flags win over the environment): these tests are about the binary, hermetic.
+var embeddedFlags = []string{"--mongo-uri=", "--kafka-brokers=", "--read-dsn=", "--jwt-secret=",
+	"--roles=gateway,relay,projector", "--cors-origins=", "--introspection=true", "--complexity=1000",
+	"--max-body=1048576", "--log-format=text"}
 
 // serveConfig parses args as the serve command does.
 func serveConfig(tb testing.TB, args []string) *Config {
@@ -133,7 +140,7 @@ func (s *testServer) token(user string) string {
 // command runs a postgate command (token, verify, ...) in process over this server's data dir.
 func (s *testServer) command(args ...string) (stdout, stderr string, code int) {
 	var out, errOut bytes.Buffer
-	full := append([]string{args[0], "--data", s.data, "--log-level", "warn"}, args[1:]...)
+	full := append(append([]string{args[0], "--data", s.data, "--log-level", "warn"}, embeddedFlags...), args[1:]...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	code = run(ctx, full, &out, &errOut)
