@@ -347,37 +347,69 @@ func (c *Consumer) process(ctx context.Context, msgs []*sarama.ConsumerMessage) 
 	}
 }
 
-// isolate applies items one by one. Poison events, and events that keep failing while others
-// succeed, go to the dead-letter topic. settled is false when no event could be applied and none
-// was poison, which looks like an outage: the caller retries the whole batch later.
+// isolate applies items one by one, in two rounds, parking poison events in the dead-letter
+// topic. An event that fails in both rounds is parked too, but only if the read model applied
+// some other event after its first failure: then the model works and the event is at fault.
+// Otherwise the failures look like an outage (the model went down during the batch), and settled
+// is false: the caller retries the whole batch later, which the projector's idempotency absorbs
+// for the events applied here.
 func (c *Consumer) isolate(ctx context.Context, items []item, start time.Time) (settled bool, err error) {
 	type failure struct {
 		it  item
 		err error
+		at  int // sequence number of the first failed attempt
+	}
+	seq, lastSuccess := 0, -1
+	// try reports whether it is settled (applied or parked); err is the failure otherwise, or
+	// the error that kept a poison event from being parked.
+	try := func(it item) (done bool, err error) {
+		seq++
+		changes, err := c.applyRetry(ctx, []write.Event{it.ev})
+		if err == nil {
+			lastSuccess = seq
+			c.committed([]item{it}, changes, start)
+			return true, nil
+		}
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		if c.isPoison(err) {
+			return true, c.deadLetter(ctx, it.msg, err)
+		}
+		return false, err
 	}
 	var failed []failure
-	applied := 0
 	for _, it := range items {
-		changes, err := c.applyRetry(ctx, []write.Event{it.ev})
-		switch {
-		case err == nil:
-			applied++
-			c.committed([]item{it}, changes, start)
-		case ctx.Err() != nil:
+		done, err := try(it)
+		if ctx.Err() != nil {
 			return false, ctx.Err()
-		case c.isPoison(err):
-			if err := c.deadLetter(ctx, it.msg, err); err != nil {
-				return false, err
-			}
-		default:
-			failed = append(failed, failure{it, err})
+		}
+		if !done {
+			failed = append(failed, failure{it: it, err: err, at: seq})
+		} else if err != nil {
+			return false, err
 		}
 	}
-	if applied == 0 && len(failed) == len(items) {
-		return false, nil
-	}
+	var still []failure
 	for _, f := range failed {
-		if err := c.deadLetter(ctx, f.it.msg, fmt.Errorf("failed after %d retries: %w", c.retries, f.err)); err != nil {
+		done, err := try(f.it)
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		if !done {
+			f.err = err
+			still = append(still, f)
+		} else if err != nil {
+			return false, err
+		}
+	}
+	for _, f := range still {
+		if lastSuccess < f.at {
+			return false, nil
+		}
+	}
+	for _, f := range still {
+		if err := c.deadLetter(ctx, f.it.msg, fmt.Errorf("failed after %d retries, twice: %w", c.retries, f.err)); err != nil {
 			return false, err
 		}
 	}

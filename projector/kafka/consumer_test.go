@@ -2,9 +2,11 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -470,4 +472,87 @@ func counter(tb testing.TB, reg *prometheus.Registry, name string) float64 {
 	}
 	tb.Fatalf("counter %s is not registered", name)
 	return 0
+}
+
+// faulty wraps the real projector and fails the batches that fail says to fail, as a read
+// model outage or a persistently failing event would.
+type faulty struct {
+	Applier
+	calls atomic.Int64
+	fail  func([]write.Event) error
+}
+
+func (f *faulty) Apply(ctx context.Context, evs []write.Event) ([]read.Change, error) {
+	f.calls.Add(1)
+	if err := f.fail(evs); err != nil {
+		return nil, err
+	}
+	return f.Applier.Apply(ctx, evs)
+}
+
+func TestAReadModelOutageDeadLettersNothing(t *testing.T) {
+	s := newStack(t)
+	var down atomic.Bool
+	down.Store(true)
+	f := &faulty{fail: func([]write.Event) error {
+		if down.Load() {
+			return errors.New("database is locked")
+		}
+		return nil
+	}}
+	reg := prometheus.NewRegistry()
+	c := s.consumer(t, WithRegistry(reg))
+	f.Applier, c.applier = c.applier, f
+	run(t, c.Run)
+	posts := s.createPosts(t, s.h, 2)
+	likeAll(t, s.h, posts, 0, 10, 2)
+	waitUntil(t, 30*time.Second, "the consumer to retry through the outage", func() bool { return f.calls.Load() >= 20 })
+	down.Store(false)
+	s.waitConsistent(t, 60*time.Second)
+	if got := counter(t, reg, "postgate_projector_dead_letters_total"); got != 0 {
+		t.Fatalf("%v events dead-lettered during an outage, want none", got)
+	}
+}
+
+func TestAnEventThatKeepsFailingIsParkedAndOthersApplied(t *testing.T) {
+	s := newStack(t)
+	f := &faulty{fail: func(evs []write.Event) error {
+		for _, e := range evs {
+			if e.Actor == "user3" {
+				return errors.New("constraint failed")
+			}
+		}
+		return nil
+	}}
+	reg := prometheus.NewRegistry()
+	c := s.consumer(t, WithRegistry(reg))
+	f.Applier, c.applier = c.applier, f
+	run(t, c.Run)
+	posts := s.createPosts(t, s.h, 1)
+	likeAll(t, s.h, posts, 0, 10, 1)
+	waitUntil(t, 30*time.Second, "the other nine likes to be applied", func() bool {
+		p, ok, err := s.model.Post(context.Background(), posts[0])
+		return err == nil && ok && p.Likes == 9
+	})
+	dead := deadLetters(t, s.addrs(), 1)
+	if reason := header(dead[0], HeaderDeadReason); !strings.Contains(reason, "constraint failed") {
+		t.Errorf("dead letter reason %q does not carry the cause", reason)
+	}
+	if got := counter(t, reg, "postgate_projector_dead_letters_total"); got != 1 {
+		t.Errorf("dead-letter counter is %v, want 1", got)
+	}
+}
+
+func TestTwoProjectorsInOneGroupShareTheWork(t *testing.T) {
+	s := newStack(t)
+	run(t, s.consumer(t).Run)
+	run(t, s.consumer(t).Run)
+	posts := s.createPosts(t, s.h, 8)
+	s.appendLikes(t, posts, 0, 800, 8)
+	s.waitConsistent(t, 60*time.Second)
+	for _, id := range posts {
+		if got := s.likes(t, id); got != 100 {
+			t.Errorf("post %s has %d likes, want 100", id, got)
+		}
+	}
 }
