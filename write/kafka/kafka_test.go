@@ -439,3 +439,28 @@ func TestPublisherStartsWhileKafkaIsDown(t *testing.T) {
 		t.Fatal("the event is not on the topic")
 	}
 }
+
+func TestARestartedRelayResumesFromItsCheckpoint(t *testing.T) {
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	store := openStore(t)
+	head := likes(t, store, 2, 20)
+	first := kafka.NewRelay(store, newPublisher(t, b.Addrs()), kafka.WithRelayLogger(quiet), kafka.WithGrace(0))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); first.Run(ctx) }()
+	waitFor(t, 20*time.Second, "the first relay to catch up", func() bool { return first.Position() == head })
+	cancel()
+	<-done
+
+	second := kafka.NewRelay(store, newPublisher(t, b.Addrs()), kafka.WithRelayLogger(quiet), kafka.WithGrace(0))
+	runRelay(t, second)
+	waitFor(t, 20*time.Second, "the second relay to load the checkpoint", func() bool { return second.Position() == head })
+	more := likes(t, store, 1, 5)
+	waitFor(t, 20*time.Second, "the second relay to publish new events", func() bool { return second.Position() == more })
+	seen := topicEvents(t, b.Addrs(), kafka.DefaultEventsTopic, int(more), 20*time.Second)
+	for p := int64(1); p <= more; p++ {
+		if seen[p] != 1 {
+			t.Fatalf("position %d published %d times, want once", p, seen[p])
+		}
+	}
+}
