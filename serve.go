@@ -189,6 +189,7 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		// projector processes own other partitions, and one path means no duplicate messages.
 		follower := pkafka.NewChangeFollower(brokers, changesTopic, hub.Publish)
 		runRole("changes", follower.Run)
+		runRole("reconcile", hub.Run)
 		select {
 		case <-follower.Ready():
 		case <-time.After(10 * time.Second):

@@ -22,6 +22,8 @@ type Hub struct {
 
 	cache *postCache
 
+	reconcile time.Duration // how often Run re-reads subscribed posts
+
 	publishMu sync.Mutex // serialises Publish, so every subscriber sees changes in commit order
 
 	mu      sync.Mutex // guards the subscriber sets and wake
@@ -45,6 +47,9 @@ func WithPostCache(ttl time.Duration) HubOption {
 	return func(h *Hub) { h.cache = newPostCache(ttl, 10000) }
 }
 
+// WithReconcile sets how often Run re-reads the posts that have subscribers (default 2 s).
+func WithReconcile(d time.Duration) HubOption { return func(h *Hub) { h.reconcile = max(d, time.Millisecond) } }
+
 // WithHubLogger sets where read failures during fan-out are logged (default: discarded).
 func WithHubLogger(l *slog.Logger) HubOption { return func(h *Hub) { h.logger = l } }
 
@@ -62,6 +67,8 @@ func NewHub(reads read.Queries, opts ...HubOption) *Hub {
 		created: map[*subscriber[*Post]]struct{}{},
 		wake:    make(chan struct{}),
 		cache:   newPostCache(time.Second, 10000),
+
+		reconcile: 2 * time.Second,
 	}
 	for _, o := range opts {
 		o(h)
@@ -74,7 +81,8 @@ type subscriber[T any] struct {
 	ch          chan T
 	field       string
 	author      string // postCreated's filter
-	likeVersion int64  // the last LikeVersion sent (likeCount dedupes and orders by it)
+	likeVersion int64  // the last LikeVersion sent (likeCount and postUpdated dedupe by it)
+	version     int64  // the last post Version sent (postUpdated dedupes by it and likeVersion)
 	closed      bool
 	overflow    *atomic.Bool // set when dropped for overflow; read by the response interceptor
 }
@@ -125,6 +133,54 @@ func (h *Hub) Close() {
 	for s := range h.created {
 		closeLocked(h, s)
 		delete(h.created, s)
+	}
+}
+
+// Run reconciles until ctx ends: every interval it re-reads the posts that have likeCount or
+// postUpdated subscribers and publishes their current state, which subscribers receive only when
+// it is newer than what they were sent. Notifications are at most once (a projector killed between
+// its commit and its announcement, or a change follower reconnecting, loses some); this bounds how
+// long a subscriber can miss the latest count to one interval. It costs one read per subscribed
+// post per interval, whatever the number of subscribers.
+func (h *Hub) Run(ctx context.Context) error {
+	t := time.NewTicker(h.reconcile)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		h.mu.Lock()
+		ids := make([]string, 0, len(h.likes)+len(h.updates))
+		for id := range h.likes {
+			ids = append(ids, id)
+		}
+		for id := range h.updates {
+			if _, dup := h.likes[id]; !dup {
+				ids = append(ids, id)
+			}
+		}
+		h.mu.Unlock()
+		var changes []read.Change
+		for _, id := range ids {
+			p, ok, err := h.reads.Post(ctx, id)
+			if err != nil {
+				if ctx.Err() == nil {
+					h.logger.Warn("hub: reconcile", "post", id, "err", err)
+				}
+				continue
+			}
+			if !ok {
+				changes = append(changes, read.Change{PostID: id, Deleted: true})
+				continue
+			}
+			changes = append(changes, read.Change{PostID: id, Version: p.Version, LikeVersion: p.LikeVersion,
+				Likes: p.Likes, LikesChange: true})
+		}
+		if len(changes) > 0 {
+			h.Publish(changes)
+		}
 	}
 }
 
@@ -180,6 +236,10 @@ func (h *Hub) publishUpdate(ctx context.Context, c read.Change) {
 			delete(subs, s)
 			continue
 		}
+		if v.Version <= s.version && v.likeVersion <= s.likeVersion {
+			continue // this state was sent already (a redelivered notification or a reconcile)
+		}
+		s.version, s.likeVersion = max(s.version, v.Version), max(s.likeVersion, v.likeVersion)
 		sendLocked(h, s, v, func() { delete(subs, s) })
 	}
 	if len(subs) == 0 {

@@ -34,3 +34,56 @@ func TestHubCloseEndsEverySubscription(t *testing.T) {
 	}
 	cancel() // ending the contexts afterwards must not close anything twice
 }
+
+// TestHubReconcileDeliversMissedChanges: a change whose notification was lost (the projector died
+// between its commit and its announcement) still reaches subscribers within one interval, once.
+func TestHubReconcileDeliversMissedChanges(t *testing.T) {
+	e := newEnv(t, func(_ *ServerConfig, h *[]HubOption) { *h = append(*h, WithReconcile(20*time.Millisecond)) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := e.commands.CreatePost(ctx, "alice", "hi", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.project()
+	likes := e.hub.SubscribeLikes(ctx, p.ID)
+	updates := e.hub.SubscribeUpdates(ctx, p.ID)
+	go e.hub.Run(ctx)
+
+	// Apply a like to the read model without telling the Hub.
+	if _, err := e.commands.LikePost(ctx, "bob", p.ID); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := e.store.ReadAll(ctx, 1, 10)
+	if _, err := e.model.Apply(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case lc := <-likes:
+		if lc.Likes != 1 || lc.Version != 1 {
+			t.Fatalf("likeCount %+v, want 1 like at version 1", lc)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the missed like count never arrived")
+	}
+	select {
+	case up := <-updates:
+		if up.Likes != 1 {
+			t.Fatalf("postUpdated %+v", up)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the missed post update never arrived")
+	}
+	// Later reconciles of an unchanged post send nothing more.
+	deadline := time.After(200 * time.Millisecond)
+	for {
+		select {
+		case lc := <-likes:
+			t.Fatalf("duplicate likeCount %+v", lc)
+		case up := <-updates:
+			t.Fatalf("duplicate postUpdated %+v", up)
+		case <-deadline:
+			return
+		}
+	}
+}

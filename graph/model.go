@@ -19,6 +19,8 @@ type Post struct {
 	CommentCount int64
 	Version      int64
 
+	// likeVersion orders the read model's like changes; postUpdated dedupes by it and Version.
+	likeVersion int64
 	// comments, when non-nil, are the post's live comments as of Version.
 	comments []*Comment
 	// likedByMe, when non-nil, is already known for the acting user.
@@ -54,6 +56,7 @@ func postFromRead(p read.Post) *Post {
 		Likes:        p.Likes,
 		CommentCount: p.CommentCount,
 		Version:      p.Version,
+		likeVersion:  p.LikeVersion,
 	}
 }
 
