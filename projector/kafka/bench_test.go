@@ -22,7 +22,7 @@ func BenchmarkAppendToReadModel(b *testing.B) {
 	var mu sync.Mutex
 	pending := map[string]map[int64]time.Time{} // post -> like version -> start of the command
 	var latencies, commands []time.Duration
-	c := s.consumer(b, WithBatch(500, time.Millisecond), WithOnChanges(func(cs []read.Change) {
+	c := s.consumer(b, WithBatch(500, 2*time.Millisecond), WithOnChanges(func(cs []read.Change) {
 		now := time.Now()
 		mu.Lock()
 		defer mu.Unlock()

@@ -84,7 +84,9 @@ func WithTopics(events, changes string) Option {
 	}
 }
 
-// WithBatch sets the largest batch and how long to wait for it to fill (default 500, 20 ms).
+// WithBatch sets the largest batch and how long to wait for it to fill after its first message
+// (default 500 and 2 ms: longer waits build bigger batches at low rates, and add their length to
+// every event's latency).
 func WithBatch(n int, wait time.Duration) Option {
 	return func(c *Consumer) { c.batchSize, c.batchWait = max(n, 1), wait }
 }
@@ -119,7 +121,7 @@ func WithConfig(cfg *sarama.Config) Option { return func(c *Consumer) { c.sarama
 func NewConsumer(brokers []string, applier Applier, opts ...Option) (*Consumer, error) {
 	c := &Consumer{brokers: brokers, applier: applier, group: DefaultGroup,
 		topic: wkafka.DefaultEventsTopic, deadTopic: wkafka.DeadLetterTopic(wkafka.DefaultEventsTopic),
-		changesTopic: wkafka.DefaultChangesTopic, batchSize: 500, batchWait: 20 * time.Millisecond,
+		changesTopic: wkafka.DefaultChangesTopic, batchSize: 500, batchWait: 2 * time.Millisecond,
 		retries: 3, retryWait: 100 * time.Millisecond, log: slog.Default(), sarama: wkafka.NewSaramaConfig()}
 	c.isPoison = func(err error) bool { return errors.Is(err, ErrPoison) }
 	for _, o := range opts {
