@@ -146,11 +146,12 @@ func WithWriteConcern(wc *writeconcern.WriteConcern) Option {
 // Zero means no bound beyond the caller's context.
 func WithTimeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
 
-// WithConnectTimeout bounds connecting and selecting a server in Open (default 10 s).
+// WithConnectTimeout bounds connecting and selecting a server (default 10 s, or what the URI's
+// connectTimeoutMS and serverSelectionTimeoutMS say; this option overrides both).
 func WithConnectTimeout(d time.Duration) Option { return func(c *config) { c.connectTimeout = d } }
 
 func newConfig(opts []Option) config {
-	c := config{database: "postgate", majority: true, timeout: 10 * time.Second, connectTimeout: 10 * time.Second}
+	c := config{database: "postgate", majority: true, timeout: 10 * time.Second}
 	for _, o := range opts {
 		o(&c)
 	}
@@ -163,10 +164,15 @@ func newConfig(opts []Option) config {
 // another definition).
 func Open(ctx context.Context, uri string, opts ...Option) (*EventStore, error) {
 	cfg := newConfig(opts)
-	copts := options.Client().ApplyURI(uri).
-		SetReadPreference(readpref.Primary()).
-		SetConnectTimeout(cfg.connectTimeout).
-		SetServerSelectionTimeout(cfg.connectTimeout)
+	// Defaults first, then the URI, then explicit options: each may override the one before.
+	copts := options.Client().
+		SetConnectTimeout(10 * time.Second).
+		SetServerSelectionTimeout(10 * time.Second).
+		ApplyURI(uri).
+		SetReadPreference(readpref.Primary())
+	if cfg.connectTimeout > 0 {
+		copts.SetConnectTimeout(cfg.connectTimeout).SetServerSelectionTimeout(cfg.connectTimeout)
+	}
 	client, err := mongo.Connect(ctx, copts)
 	if err != nil {
 		return nil, fmt.Errorf("connect to mongodb: %w", err)

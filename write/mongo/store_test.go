@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	driver "go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/mongo/options"
+
 	"github.com/postgate/postgate/write"
 	"github.com/postgate/postgate/write/mongo"
 	"github.com/postgate/postgate/write/mongo/mongotest"
@@ -21,7 +24,31 @@ import (
 // named by POSTGATE_TEST_MONGO_URI) and closes it when the test ends.
 func newStore(tb testing.TB) *mongo.EventStore {
 	tb.Helper()
-	return openStore(tb, mongotest.Database(tb))
+	db := mongotest.Database(tb)
+	dropAfter(tb, db)
+	return openStore(tb, db)
+}
+
+// dropAfter drops database db of a real MongoDB when the test ends, after its stores are closed
+// (cleanups run last-in first-out). FerretDB's databases go with its temporary directory.
+func dropAfter(tb testing.TB, db string) {
+	tb.Helper()
+	if !mongotest.Real() {
+		return
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := driver.Connect(ctx, options.Client().ApplyURI(mongotest.URI(tb)))
+		if err != nil {
+			tb.Errorf("connect to drop %s: %v", db, err)
+			return
+		}
+		defer func() { _ = c.Disconnect(ctx) }()
+		if err := c.Database(db).Drop(ctx); err != nil {
+			tb.Errorf("drop %s: %v", db, err)
+		}
+	})
 }
 
 // openStore opens a store on database db of the test server and closes it when the test ends.
@@ -318,6 +345,7 @@ func TestPositionsAreDenseAndNeverSeenOutOfOrder(t *testing.T) {
 func TestStoresInSeveralProcessesShareOnePositionSequence(t *testing.T) {
 	t.Parallel()
 	db := mongotest.Database(t)
+	dropAfter(t, db)
 	a, b := openStore(t, db), openStore(t, db)
 	ctx := testCtx(t)
 	mustAppend(t, a, "post/a", 0, events("post/a", "a1", 2))
