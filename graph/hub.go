@@ -198,14 +198,27 @@ func (h *Hub) publishLikes(c read.Change) {
 	if len(subs) == 0 {
 		return
 	}
-	// The change carries the committed count, so no read is needed; one value serves everyone.
-	v := &LikeCount{PostID: c.PostID, Likes: c.Likes, Version: c.LikeVersion}
+	// The change carries the committed counts, so no read is needed; one value per count serves
+	// everyone. Every count the batch passed through is sent, in order.
+	steps := c.LikeSteps
+	if len(steps) == 0 || steps[len(steps)-1].LikeVersion != c.LikeVersion {
+		steps = append(steps, read.LikeStep{Likes: c.Likes, LikeVersion: c.LikeVersion})
+	}
+	values := make([]*LikeCount, len(steps))
+	for i, st := range steps {
+		values[i] = &LikeCount{PostID: c.PostID, Likes: st.Likes, Version: st.LikeVersion}
+	}
 	for s := range subs {
-		if c.LikeVersion <= s.likeVersion {
-			continue // already sent (a redelivered or reordered notification)
+		// A burst larger than half a subscriber's free buffer is coalesced to its latest counts,
+		// so that one hot batch does not get a healthy subscriber dropped.
+		skip := max(0, len(values)-max(1, (cap(s.ch)-len(s.ch))/2))
+		for _, v := range values[skip:] {
+			if v.Version <= s.likeVersion {
+				continue // already sent (a redelivered or reordered notification)
+			}
+			s.likeVersion = v.Version
+			sendLocked(h, s, v, func() { delete(subs, s) })
 		}
-		s.likeVersion = c.LikeVersion
-		sendLocked(h, s, v, func() { delete(subs, s) })
 	}
 	if len(subs) == 0 {
 		delete(h.likes, c.PostID)

@@ -71,6 +71,16 @@ type Change struct {
 	Deleted     bool // the batch deleted the post
 	Content     bool // message or comments changed
 	LikesChange bool // the like count changed
+	// LikeSteps are the like counts the batch passed through, in order, one per applied like or
+	// unlike; the last equals (Likes, LikeVersion). A batch commits them together, but each was a
+	// true count in the order of the events, so likeCount subscribers can be sent every one.
+	LikeSteps []LikeStep
+}
+
+// LikeStep is the like count of a post after one like change.
+type LikeStep struct {
+	Likes       int64 `json:"likes"`
+	LikeVersion int64 `json:"likeVersion"`
 }
 
 // ErrBadCursor is returned by Posts for a cursor it did not issue.

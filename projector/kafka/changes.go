@@ -24,16 +24,18 @@ type changeMessage struct {
 	Deleted     bool   `json:"deleted,omitempty"`
 	Content     bool   `json:"content,omitempty"`
 	LikesChange bool   `json:"likesChange,omitempty"`
+
+	LikeSteps []read.LikeStep `json:"likeSteps,omitempty"`
 }
 
 func fromChange(c read.Change) changeMessage {
 	return changeMessage{PostID: c.PostID, Version: c.Version, LikeVersion: c.LikeVersion, Likes: c.Likes,
-		Created: c.Created, Deleted: c.Deleted, Content: c.Content, LikesChange: c.LikesChange}
+		Created: c.Created, Deleted: c.Deleted, Content: c.Content, LikesChange: c.LikesChange, LikeSteps: c.LikeSteps}
 }
 
 func (m changeMessage) change() read.Change {
 	return read.Change{PostID: m.PostID, Version: m.Version, LikeVersion: m.LikeVersion, Likes: m.Likes,
-		Created: m.Created, Deleted: m.Deleted, Content: m.Content, LikesChange: m.LikesChange}
+		Created: m.Created, Deleted: m.Deleted, Content: m.Content, LikesChange: m.LikesChange, LikeSteps: m.LikeSteps}
 }
 
 // ChangeFollower follows the changes topic from its newest offset on every partition, without a

@@ -22,6 +22,7 @@ func Run(t *testing.T, open func(t *testing.T) read.Model) {
 		{"a created post is returned with every field", testCreate},
 		{"an edit replaces the message and sets editedAt", testEdit},
 		{"likes count per user and like version counts changes", testLikes},
+		{"a batch of likes reports every count it passed through", testLikeSteps},
 		{"comments are added, edited and removed", testComments},
 		{"a replayed batch changes nothing", testIdempotent},
 		{"a missing predecessor fails the whole batch with ErrGap", testGap},
@@ -505,4 +506,25 @@ func commentsEqual(a, b []read.Comment) bool {
 		}
 	}
 	return true
+}
+
+func testLikeSteps(t *testing.T, m read.Model) {
+	at := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	Apply(t, m, Created(t, "p1", "alice", "hi", at))
+	ch := Apply(t, m,
+		Like(t, "p1", "bob", 1, true, at),
+		Like(t, "p1", "carol", 1, true, at),
+		Like(t, "p1", "bob", 2, false, at),
+		Like(t, "p1", "dave", 1, true, at),
+	)
+	if len(ch) != 1 {
+		t.Fatalf("changes %+v, want one for p1", ch)
+	}
+	want := []read.LikeStep{{Likes: 1, LikeVersion: 1}, {Likes: 2, LikeVersion: 2}, {Likes: 1, LikeVersion: 3}, {Likes: 2, LikeVersion: 4}}
+	if !slices.Equal(ch[0].LikeSteps, want) {
+		t.Fatalf("like steps %+v, want %+v", ch[0].LikeSteps, want)
+	}
+	if ch[0].Likes != 2 || ch[0].LikeVersion != 4 || !ch[0].LikesChange {
+		t.Fatalf("change %+v", ch[0])
+	}
 }

@@ -170,6 +170,7 @@ func (b *batch) foldLike(e write.Event, user string, liked bool) error {
 		}
 	}
 	p.change.LikesChange = true
+	p.change.LikeSteps = append(p.change.LikeSteps, read.LikeStep{Likes: p.Likes, LikeVersion: p.LikeVersion})
 	p.likesDirty = true
 	b.touch(e.PostID)
 	return nil
