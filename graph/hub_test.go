@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/postgate/postgate/read"
 )
 
 func TestHubCloseEndsEverySubscription(t *testing.T) {
@@ -85,5 +87,61 @@ func TestHubReconcileDeliversMissedChanges(t *testing.T) {
 		case <-deadline:
 			return
 		}
+	}
+}
+
+func TestHubSendsEveryLikeStepInOrder(t *testing.T) {
+	h := NewHub(nil, WithBuffer(64))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	likes := h.SubscribeLikes(ctx, "p1")
+	steps := []read.LikeStep{{Likes: 1, LikeVersion: 1}, {Likes: 2, LikeVersion: 2}, {Likes: 1, LikeVersion: 3}}
+	h.Publish([]read.Change{{PostID: "p1", Likes: 1, LikeVersion: 3, LikesChange: true, LikeSteps: steps}})
+	// A redelivery of the same batch, then the next one.
+	h.Publish([]read.Change{{PostID: "p1", Likes: 1, LikeVersion: 3, LikesChange: true, LikeSteps: steps}})
+	h.Publish([]read.Change{{PostID: "p1", Likes: 2, LikeVersion: 4, LikesChange: true, LikeSteps: []read.LikeStep{{Likes: 2, LikeVersion: 4}}}})
+	want := []LikeCount{{"p1", 1, 1}, {"p1", 2, 2}, {"p1", 1, 3}, {"p1", 2, 4}}
+	for i, w := range want {
+		select {
+		case got := <-likes:
+			if *got != w {
+				t.Fatalf("message %d: %+v, want %+v", i, *got, w)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("message %d never arrived", i)
+		}
+	}
+	select {
+	case extra := <-likes:
+		t.Fatalf("extra message %+v", *extra)
+	default:
+	}
+}
+
+func TestHubCoalescesABurstInsteadOfDroppingTheSubscriber(t *testing.T) {
+	h := NewHub(nil, WithBuffer(8))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	likes := h.SubscribeLikes(ctx, "p1")
+	var steps []read.LikeStep
+	for i := int64(1); i <= 100; i++ {
+		steps = append(steps, read.LikeStep{Likes: i, LikeVersion: i})
+	}
+	h.Publish([]read.Change{{PostID: "p1", Likes: 100, LikeVersion: 100, LikesChange: true, LikeSteps: steps}})
+	// Publish has returned, so everything it sent is buffered: drain without waiting.
+	var got []*LikeCount
+	for drained := false; !drained; {
+		select {
+		case lc, ok := <-likes:
+			if !ok {
+				t.Fatal("the subscriber was dropped")
+			}
+			got = append(got, lc)
+		default:
+			drained = true
+		}
+	}
+	if len(got) == 0 || len(got) > 8 || got[len(got)-1].Likes != 100 {
+		t.Fatalf("after a burst: %d messages; want 1 to 8 ending at 100", len(got))
 	}
 }
