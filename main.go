@@ -334,7 +334,7 @@ func broker(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer
 	if err != nil {
 		return err
 	}
-	b, err := kafka.StartBroker(filepath.Join(dir, "kafka"), cfg.str("broker-addr"), partitions)
+	b, err := kafka.StartBroker(dir, cfg.str("broker-addr"), partitions) // state in dir/kafka
 	if err != nil {
 		return err
 	}

@@ -120,7 +120,7 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		if err != nil {
 			return nil, err
 		}
-		b, err := kafka.StartBroker(filepath.Join(dir, "kafka"), "127.0.0.1:0", partitions)
+		b, err := kafka.StartBroker(dir, "127.0.0.1:0", partitions) // state in dir/kafka
 		if err != nil {
 			return nil, fmt.Errorf("embedded broker: %w", err)
 		}
@@ -159,6 +159,7 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 	var relay *kafka.Relay
 	if roles["relay"] {
 		relay = kafka.NewRelay(store, pub, kafka.WithRelayLogger(log))
+		reg.MustRegister(relay)
 		runRole("relay", relay.Run)
 	}
 	if roles["projector"] {
