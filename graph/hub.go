@@ -48,7 +48,9 @@ func WithPostCache(ttl time.Duration) HubOption {
 }
 
 // WithReconcile sets how often Run re-reads the posts that have subscribers (default 2 s).
-func WithReconcile(d time.Duration) HubOption { return func(h *Hub) { h.reconcile = max(d, time.Millisecond) } }
+func WithReconcile(d time.Duration) HubOption {
+	return func(h *Hub) { h.reconcile = max(d, time.Millisecond) }
+}
 
 // WithHubLogger sets where read failures during fan-out are logged (default: discarded).
 func WithHubLogger(l *slog.Logger) HubOption { return func(h *Hub) { h.logger = l } }
