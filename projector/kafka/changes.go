@@ -10,6 +10,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"github.com/postgate/postgate/internal/retry"
 	"github.com/postgate/postgate/read"
 	wkafka "github.com/postgate/postgate/write/kafka"
 )
@@ -66,7 +67,7 @@ func (f *ChangeFollower) Ready() <-chan struct{} { return f.ready }
 // it retries; a broker restart resumes from the newest offset (changes in between are missed,
 // which a gateway treats like a reconnect: it re-reads the read model).
 func (f *ChangeFollower) Run(ctx context.Context) error {
-	wait := newBackoff(5 * time.Second)
+	wait := retry.NewBackoff(5 * time.Second)
 	var once sync.Once
 	for ctx.Err() == nil {
 		err := f.follow(ctx, func() { once.Do(func() { close(f.ready) }) })
@@ -74,7 +75,7 @@ func (f *ChangeFollower) Run(ctx context.Context) error {
 			break
 		}
 		f.log.Warn("change follower", "err", err)
-		if !sleep(ctx, wait.next()) {
+		if !retry.Sleep(ctx, wait.Next()) {
 			break
 		}
 	}
@@ -143,34 +144,4 @@ func (f *ChangeFollower) follow(ctx context.Context, ready func()) error {
 	cancel()
 	wg.Wait()
 	return ferr
-}
-
-// backoff doubles a wait from 50 ms up to a cap.
-type backoff struct {
-	cur, max time.Duration
-}
-
-func newBackoff(max time.Duration) *backoff { return &backoff{max: max} }
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = 50 * time.Millisecond
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	return b.cur
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-// sleep waits for d or until ctx ends; it reports whether ctx is still alive.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

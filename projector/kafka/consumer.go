@@ -16,6 +16,7 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/postgate/postgate/internal/retry"
 	"github.com/postgate/postgate/projector"
 	"github.com/postgate/postgate/read"
 	"github.com/postgate/postgate/write"
@@ -199,14 +200,14 @@ func (c *Consumer) Close() error {
 // rebalance) are logged and retried with a growing backoff; they never end Run.
 func (c *Consumer) Run(ctx context.Context) error {
 	var group sarama.ConsumerGroup
-	connecting := newBackoff(5 * time.Second)
+	connecting := retry.NewBackoff(5 * time.Second)
 	for {
 		var err error
 		if group, err = c.connect(); err == nil {
 			break
 		}
 		c.log.Warn("projector consumer: connect", "err", err)
-		if !sleep(ctx, connecting.next()) {
+		if !retry.Sleep(ctx, connecting.Next()) {
 			return nil
 		}
 	}
@@ -217,19 +218,19 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 	}()
 	handler := &groupHandler{c: c}
-	wait := newBackoff(5 * time.Second)
+	wait := retry.NewBackoff(5 * time.Second)
 	for ctx.Err() == nil {
 		if err := group.Consume(ctx, []string{c.topic}, handler); err != nil {
 			if ctx.Err() != nil || errors.Is(err, sarama.ErrClosedConsumerGroup) {
 				break
 			}
 			c.log.Warn("projector consumer session", "err", err)
-			if !sleep(ctx, wait.next()) {
+			if !retry.Sleep(ctx, wait.Next()) {
 				break
 			}
 			continue
 		}
-		wait.reset()
+		wait.Reset()
 	}
 	return nil
 }
@@ -325,7 +326,7 @@ func (c *Consumer) process(ctx context.Context, msgs []*sarama.ConsumerMessage) 
 	if len(items) == 0 {
 		return nil
 	}
-	outage := newBackoff(10 * time.Second)
+	outage := retry.NewBackoff(10 * time.Second)
 	for {
 		changes, err := c.applyRetry(ctx, events(items))
 		if err == nil {
@@ -343,7 +344,7 @@ func (c *Consumer) process(ctx context.Context, msgs []*sarama.ConsumerMessage) 
 		// Nothing in the batch could be applied and nothing was poison: the read model is
 		// down, not the events. Wait for it rather than dead-letter everything.
 		c.log.Warn("projector read model unavailable; waiting", "err", err)
-		if !sleep(ctx, outage.next()) {
+		if !retry.Sleep(ctx, outage.Next()) {
 			return ctx.Err()
 		}
 	}
@@ -426,7 +427,7 @@ func (c *Consumer) applyRetry(ctx context.Context, evs []write.Event) ([]read.Ch
 		if err == nil || attempt >= c.retries || c.isPoison(err) || ctx.Err() != nil {
 			return changes, err
 		}
-		if !sleep(ctx, wait) {
+		if !retry.Sleep(ctx, wait) {
 			return nil, ctx.Err()
 		}
 		wait *= 2
@@ -481,14 +482,14 @@ func (c *Consumer) deadLetter(ctx context.Context, m *sarama.ConsumerMessage, re
 	)
 	msg := &sarama.ProducerMessage{Topic: c.deadTopic, Key: sarama.ByteEncoder(m.Key),
 		Value: sarama.ByteEncoder(m.Value), Headers: headers}
-	wait := newBackoff(5 * time.Second)
+	wait := retry.NewBackoff(5 * time.Second)
 	for {
 		_, _, err := c.producer.SendMessage(msg)
 		if err == nil {
 			break
 		}
 		c.log.Warn("dead-letter publish failed; retrying", "offset", m.Offset, "err", err)
-		if !sleep(ctx, wait.next()) {
+		if !retry.Sleep(ctx, wait.Next()) {
 			return ctx.Err()
 		}
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"github.com/postgate/postgate/internal/retry"
 	"github.com/postgate/postgate/write"
 )
 
@@ -113,7 +114,7 @@ func (p *Publisher) connect() bool {
 
 // reconnect retries connect with a growing backoff until it succeeds or Close is called.
 func (p *Publisher) reconnect() {
-	b := newBackoff(5 * time.Second)
+	b := retry.NewBackoff(5 * time.Second)
 	for !p.connect() {
 		select {
 		case <-p.closing:
@@ -125,7 +126,7 @@ func (p *Publisher) reconnect() {
 				close(p.done)
 			}
 			return
-		case <-time.After(b.next()):
+		case <-time.After(b.Next()):
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/postgate/postgate/internal/retry"
 	"github.com/postgate/postgate/write"
 )
 
@@ -103,7 +104,7 @@ func (r *Relay) Position() int64 { return r.position.Load() }
 // Run publishes until ctx ends, then returns nil. Failures of the store or of Kafka are logged
 // and retried with a growing backoff; they never end Run.
 func (r *Relay) Run(ctx context.Context) error {
-	backoff := newBackoff(r.maxBackoff)
+	backoff := retry.NewBackoff(r.maxBackoff)
 	var cp int64
 	for {
 		var err error
@@ -111,12 +112,12 @@ func (r *Relay) Run(ctx context.Context) error {
 			break
 		}
 		r.log.Warn("relay: read checkpoint", "err", err)
-		if !sleep(ctx, backoff.next()) {
+		if !retry.Sleep(ctx, backoff.Next()) {
 			return nil
 		}
 	}
 	r.advance(cp)
-	backoff.reset()
+	backoff.Reset()
 	for {
 		evs, err := r.store.ReadAll(ctx, cp, r.batch)
 		if err != nil {
@@ -125,7 +126,7 @@ func (r *Relay) Run(ctx context.Context) error {
 			}
 			r.failures.Add(1)
 			r.log.Warn("relay: read events", "after", cp, "err", err)
-			if !sleep(ctx, backoff.next()) {
+			if !retry.Sleep(ctx, backoff.Next()) {
 				return nil
 			}
 			continue
@@ -138,14 +139,14 @@ func (r *Relay) Run(ctx context.Context) error {
 				}
 				r.failures.Add(1)
 				r.log.Warn("relay: publish", "events", len(publish), "from", publish[0].Position, "err", err)
-				if !sleep(ctx, backoff.next()) {
+				if !retry.Sleep(ctx, backoff.Next()) {
 					return nil
 				}
 				continue
 			}
 		}
 		r.published.Add(int64(len(publish)))
-		backoff.reset()
+		backoff.Reset()
 		if upto > cp {
 			// A checkpoint that fails to save only causes duplicates after a restart, so the
 			// relay goes on from what it knows is acknowledged.
@@ -162,7 +163,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		if wait > 0 && wait < d {
 			d = wait
 		}
-		if !sleep(ctx, d) {
+		if !retry.Sleep(ctx, d) {
 			return nil
 		}
 	}
@@ -213,36 +214,6 @@ func (r *Relay) advance(cp int64) {
 		if p <= cp {
 			delete(r.seen, p)
 		}
-	}
-}
-
-// backoff doubles a wait from 50 ms up to a cap.
-type backoff struct {
-	cur, max time.Duration
-}
-
-func newBackoff(max time.Duration) *backoff { return &backoff{max: max} }
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = 50 * time.Millisecond
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	return b.cur
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-// sleep waits for d or until ctx ends; it reports whether ctx is still alive.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 
