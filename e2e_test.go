@@ -120,6 +120,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("likeCount subscriber sees every count while 20 users like", func(t *testing.T) { testLikeCountSubscription(t, s) })
 	t.Run("postCreated for one author", func(t *testing.T) { testPostCreated(t, s) })
 	t.Run("a bad websocket token closes with 4403", func(t *testing.T) { testWebsocketBadToken(t, s) })
+	t.Run("rebuild while likes keep coming", func(t *testing.T) { testRebuildUnderLoad(t, s) })
 	t.Run("verify after quiet", func(t *testing.T) { testVerify(t, s) })
 	t.Run("graceful shutdown", func(t *testing.T) { testGracefulShutdown(t, s) })
 }
@@ -612,6 +613,45 @@ func testVerify(t *testing.T, s *testServer) {
 	if !strings.Contains(out, "read model equals") {
 		t.Errorf("verify printed %q", out)
 	}
+}
+
+// testRebuildUnderLoad runs `postgate rebuild` as a separate command against the data dir of the
+// running server while users keep liking: afterwards the server answers from the new generation
+// and every like is counted once.
+func testRebuildUnderLoad(t *testing.T, s *testServer) {
+	s = s.in(t)
+	p := s.createPost(s.token(uniqueName("rebuilder")), "rebuilt")
+	const likers = 30
+	tokens := make([]string, likers)
+	for i := range tokens {
+		tokens[i] = s.token(uniqueName("fan"))
+	}
+	like := func(tok string) {
+		r := s.do(tok, `mutation($id: ID!) { likePost(id: $id) { likes } }`, map[string]any{"id": p.ID})
+		if len(r.Errors) > 0 {
+			t.Errorf("like: %s", r.raw)
+		}
+	}
+	for _, tok := range tokens[:10] {
+		like(tok)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for _, tok := range tokens[10:] {
+			like(tok)
+		}
+	}()
+	out, errOut, code := s.command("rebuild")
+	wg.Wait()
+	if code != 0 {
+		t.Fatalf("postgate rebuild: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if !strings.Contains(out, "rebuilt read model") || !strings.Contains(out, "rebuild: ") {
+		t.Errorf("rebuild printed no progress lines and summary: %q", out)
+	}
+	s.waitLikes(p.ID, likers)
 }
 
 func testGracefulShutdown(t *testing.T, s *testServer) {
