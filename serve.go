@@ -161,6 +161,9 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		relay = kafka.NewRelay(store, pub, kafka.WithRelayLogger(log))
 		reg.MustRegister(relay)
 		runRole("relay", relay.Run)
+		// Fast paths in other processes confirm through the topic itself, so the relay only
+		// publishes what nobody did.
+		runRole("relay-confirm", kafka.NewTopicConfirmer(brokers, topic, relay, log).Run)
 	}
 	if roles["projector"] {
 		consumer, err := pkafka.NewConsumer(brokers, projector.New(model, store),

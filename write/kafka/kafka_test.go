@@ -245,6 +245,57 @@ func TestFastPathConfirmationsSpareTheRelayAPublish(t *testing.T) {
 	t.Error("the relay exports no published counter")
 }
 
+// publishedByRelay returns how many events the relay had to publish itself.
+func publishedByRelay(tb testing.TB, relay *kafka.Relay) float64 {
+	tb.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(relay)
+	families, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "postgate_relay_published_events_total" {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	tb.Fatal("the relay exports no published counter")
+	return 0
+}
+
+// TestTopicConfirmationsSpareARelayInAnotherProcess: a gateway's fast path and a relay that share
+// nothing but the store and Kafka. The relay learns from the topic what the fast path published.
+func TestTopicConfirmationsSpareARelayInAnotherProcess(t *testing.T) {
+	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
+	store := openStore(t)
+	relay := kafka.NewRelay(store, newPublisher(t, b.Addrs()), kafka.WithRelayLogger(quiet), kafka.WithGrace(5*time.Second))
+	confirmer := kafka.NewTopicConfirmer(b.Addrs(), kafka.DefaultEventsTopic, relay, quiet)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); confirmer.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-confirmer.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the confirmer did not start")
+	}
+	runRelay(t, relay)
+	gateway := kafka.NewPublishingStore(store, newPublisher(t, b.Addrs()), kafka.WithStoreLogger(quiet)) // no in-process confirmer
+	head := likes(t, gateway, 3, 60)
+	waitFor(t, 15*time.Second, "the relay checkpoint to pass events confirmed on the topic", func() bool {
+		return relay.Position() == head
+	})
+	if got := publishedByRelay(t, relay); got != 0 {
+		t.Errorf("the relay published %v events itself, want 0", got)
+	}
+	seen := topicEvents(t, b.Addrs(), kafka.DefaultEventsTopic, int(head), 30*time.Second)
+	for p := int64(1); p <= head; p++ {
+		if seen[p] != 1 {
+			t.Fatalf("position %d published %d times, want once", p, seen[p])
+		}
+	}
+}
+
 func TestTwoRelaysLoseNothing(t *testing.T) {
 	b := startBroker(t, t.TempDir(), "127.0.0.1:0")
 	store := openStore(t)

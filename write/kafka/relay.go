@@ -24,10 +24,11 @@ const maxConfirmed = 1 << 20
 // safety net behind the fast path (PITFALLS 1, the dual write). Its checkpoint is saved only after
 // the events up to it are acknowledged, so stored-but-unpublished is never a resting state.
 //
-// In one process the fast path tells the relay (Confirm) which positions it got acknowledged; the
-// relay then publishes only positions that stay unconfirmed for a grace period, and still moves
-// its checkpoint past the confirmed ones. Across processes, or when two relays run at once, some
-// events are published twice; the projector absorbs duplicates, and nothing is ever skipped.
+// In one process the fast path tells the relay (Confirm) which positions it got acknowledged;
+// fast paths in other processes confirm through the topic (NewTopicConfirmer). The relay then
+// publishes only positions that stay unconfirmed for a grace period, and still moves its
+// checkpoint past the confirmed ones. Confirmations missed (around a restart) or two relays at
+// once cause duplicates, which the projector absorbs; nothing is ever skipped.
 //
 // A Relay is a prometheus.Collector: register it to export its checkpoint, how many events it
 // had to publish itself, and its failures.
