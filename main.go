@@ -18,6 +18,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
@@ -219,6 +220,9 @@ func jwtSecret(cfg *Config) ([]byte, error) {
 func token(cfg *Config, user string, ttl time.Duration, stdout io.Writer) error {
 	if strings.TrimSpace(user) == "" {
 		return errors.New("--user is required")
+	}
+	if utf8.RuneCountInString(user) > write.MaxUserLen {
+		return fmt.Errorf("--user: at most %d characters", write.MaxUserLen)
 	}
 	if ttl <= 0 {
 		return errors.New("--ttl must be positive")

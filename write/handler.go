@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -385,6 +386,9 @@ func (h *Handler) retry(ctx context.Context, commutes bool, fn func() error) err
 func checkActor(actor string) error {
 	if actor == "" {
 		return Errorf(KindForbidden, "an authenticated user is required")
+	}
+	if utf8.RuneCountInString(actor) > MaxUserLen {
+		return Errorf(KindInvalid, "user names are at most %d characters long", MaxUserLen)
 	}
 	return nil
 }

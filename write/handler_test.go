@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -260,9 +261,16 @@ func TestLikeReadsDoNotGrowWithLikes(t *testing.T) {
 	}
 }
 
-func TestActorIsRequired(t *testing.T) {
+func TestActorIsRequiredAndBounded(t *testing.T) {
 	h := write.NewHandler(openStore(t))
 	if _, err := h.CreatePost(context.Background(), "", "anon", ""); !errors.Is(err, write.ErrForbidden) {
 		t.Fatalf("create without an actor: %v", err)
+	}
+	long := strings.Repeat("😀", write.MaxUserLen+1)
+	if _, err := h.CreatePost(context.Background(), long, "hi", ""); !errors.Is(err, write.ErrInvalid) {
+		t.Fatalf("create by a %d-character user: %v", write.MaxUserLen+1, err)
+	}
+	if _, err := h.CreatePost(context.Background(), long[:len(long)-len("😀")], "hi", ""); err != nil {
+		t.Fatalf("create by a %d-character user: %v", write.MaxUserLen, err)
 	}
 }

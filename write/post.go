@@ -11,6 +11,7 @@ import (
 const (
 	MaxMessageLen = 5000
 	MaxCommentLen = 2000
+	MaxUserLen    = 128 // a user name (a token's subject)
 )
 
 // PostStream is the stream that holds a post's own life: creation, edits, comments, deletion.

@@ -3,7 +3,9 @@
 -- created in one block guarded by OBJECT_ID, since T-SQL has no CREATE TABLE guard of its own.
 -- Keys use a binary collation so that ids, authors and users compare exactly as in SQLite (the
 -- server default is case-insensitive). Key columns are NVARCHAR of bounded length: NVARCHAR(MAX)
--- cannot be an index key.
+-- cannot be an index key. NVARCHAR lengths count UTF-16 code units, so a column holding n characters
+-- (write.MaxUserLen for users, write.MaxCommentLen for comments) is 2n long: a character outside the
+-- Basic Multilingual Plane (an emoji) takes two units.
 
 -- +goose Up
 -- +goose StatementBegin
@@ -24,7 +26,7 @@ BEGIN
     CREATE TABLE dbo.posts (
         gen           BIGINT NOT NULL,
         id            NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
-        author        NVARCHAR(128) COLLATE Latin1_General_100_BIN2 NOT NULL,
+        author        NVARCHAR(256) COLLATE Latin1_General_100_BIN2 NOT NULL,
         message       NVARCHAR(MAX) NOT NULL,
         created_at    DATETIME2(7) NOT NULL,
         edited_at     DATETIME2(7) NULL,
@@ -50,8 +52,8 @@ BEGIN
         gen        BIGINT NOT NULL,
         post_id    NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
         id         NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
-        author     NVARCHAR(128) COLLATE Latin1_General_100_BIN2 NOT NULL,
-        text       NVARCHAR(2000) NOT NULL,
+        author     NVARCHAR(256) COLLATE Latin1_General_100_BIN2 NOT NULL,
+        text       NVARCHAR(4000) NOT NULL, -- 2,000 characters may take 4,000 UTF-16 code units
         created_at DATETIME2(7) NOT NULL,
         edited_at  DATETIME2(7) NULL,
         CONSTRAINT comments_pk PRIMARY KEY (gen, post_id, id)
@@ -68,7 +70,7 @@ BEGIN
     CREATE TABLE dbo.likes (
         gen     BIGINT NOT NULL,
         post_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
-        user_id NVARCHAR(128) COLLATE Latin1_General_100_BIN2 NOT NULL,
+        user_id NVARCHAR(256) COLLATE Latin1_General_100_BIN2 NOT NULL,
         version BIGINT NOT NULL,
         liked   BIT NOT NULL,
         CONSTRAINT likes_pk PRIMARY KEY (gen, post_id, user_id)
