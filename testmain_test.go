@@ -22,9 +22,10 @@ import (
 // testServer is a running in-process `postgate serve` with embedded defaults in a temporary data dir.
 type testServer struct {
 	tb   testing.TB
-	addr string // host:port
-	url  string // http://host:port
-	data string // the --data directory
+	addr string   // host:port
+	url  string   // http://host:port
+	data string   // the --data directory
+	args []string // the flags serve was started with beyond the defaults; commands get them too
 
 	tokens *tokenCache
 
@@ -42,7 +43,7 @@ const startTimeout = 90 * time.Second
 // is printed when the test fails.
 func startServe(tb testing.TB, args ...string) *testServer {
 	tb.Helper()
-	s := &testServer{tb: tb, data: tb.TempDir(), tokens: &tokenCache{m: map[string]string{}}, done: make(chan error, 1), logs: &syncBuffer{}}
+	s := &testServer{tb: tb, data: tb.TempDir(), args: args, tokens: &tokenCache{m: map[string]string{}}, done: make(chan error, 1), logs: &syncBuffer{}}
 	flags := append([]string{"--data", s.data, "--addr", "127.0.0.1:0", "--shutdown-timeout", "20s"}, embeddedFlags...)
 	cfg := serveConfig(tb, append(flags, args...))
 	log := slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -140,7 +141,7 @@ func (s *testServer) token(user string) string {
 // command runs a postgate command (token, verify, ...) in process over this server's data dir.
 func (s *testServer) command(args ...string) (stdout, stderr string, code int) {
 	var out, errOut bytes.Buffer
-	full := append(append([]string{args[0], "--data", s.data, "--log-level", "warn"}, embeddedFlags...), args[1:]...)
+	full := append(append(append([]string{args[0], "--data", s.data, "--log-level", "warn"}, embeddedFlags...), s.args...), args[1:]...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	code = run(ctx, full, &out, &errOut)
