@@ -18,7 +18,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
@@ -221,8 +220,8 @@ func token(cfg *Config, user string, ttl time.Duration, stdout io.Writer) error 
 	if strings.TrimSpace(user) == "" {
 		return errors.New("--user is required")
 	}
-	if utf8.RuneCountInString(user) > write.MaxUserLen {
-		return fmt.Errorf("--user: at most %d characters", write.MaxUserLen)
+	if err := write.CheckUser(user); err != nil {
+		return fmt.Errorf("--user: %w", err)
 	}
 	if ttl <= 0 {
 		return errors.New("--ttl must be positive")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -271,6 +272,9 @@ func (h *Handler) Post(ctx context.Context, id string) (Post, error) {
 // loadPost folds the post's stream, starting from its snapshot when there is a usable one. It returns
 // the version of the snapshot it started from, so that appendPost knows when to refresh it.
 func (h *Handler) loadPost(ctx context.Context, id string) (Post, int64, error) {
+	if !wellFormedID(id) {
+		return Post{ID: id}, 0, nil
+	}
 	stream := PostStream(id)
 	p, from, err := h.startPost(ctx, id)
 	if err != nil {
@@ -387,8 +391,39 @@ func checkActor(actor string) error {
 	if actor == "" {
 		return Errorf(KindForbidden, "an authenticated user is required")
 	}
-	if utf8.RuneCountInString(actor) > MaxUserLen {
+	return CheckUser(actor)
+}
+
+// CheckUser tells whether name can be a user: at most MaxUserLen characters of printable text
+// without "/", since user names are part of like stream names. Errors: ErrInvalid.
+func CheckUser(name string) error {
+	if name == "" || !utf8.ValidString(name) {
+		return Errorf(KindInvalid, "a user name must be non-empty UTF-8")
+	}
+	if utf8.RuneCountInString(name) > MaxUserLen {
 		return Errorf(KindInvalid, "user names are at most %d characters long", MaxUserLen)
 	}
+	for _, r := range name {
+		if r == '/' || !unicode.IsPrint(r) {
+			return Errorf(KindInvalid, "user names may not contain %q", r)
+		}
+	}
 	return nil
+}
+
+// maxIDLen bounds post and comment ids; the ids this package makes are 36 characters long.
+const maxIDLen = 64
+
+// wellFormedID tells whether id can name a post: ids are part of stream names, so one with "/"
+// could name another stream. A malformed id names no post (NOT_FOUND), without a store read.
+func wellFormedID(id string) bool {
+	if id == "" || len(id) > maxIDLen {
+		return false
+	}
+	for _, r := range id {
+		if r == '/' || !unicode.IsPrint(r) || r == ' ' {
+			return false
+		}
+	}
+	return true
 }

@@ -273,4 +273,30 @@ func TestActorIsRequiredAndBounded(t *testing.T) {
 	if _, err := h.CreatePost(context.Background(), long[:len(long)-len("😀")], "hi", ""); err != nil {
 		t.Fatalf("create by a %d-character user: %v", write.MaxUserLen, err)
 	}
+	for _, bad := range []string{"a/b", "tab\there", "nl\n"} {
+		if _, err := h.CreatePost(context.Background(), bad, "hi", ""); !errors.Is(err, write.ErrInvalid) {
+			t.Errorf("create by user %q: %v, want BAD_USER_INPUT", bad, err)
+		}
+	}
+}
+
+// TestIDsThatNameOtherStreamsAreNotFound: ids are part of stream names, so an id that would name
+// another stream (a user's like stream of some post) must name no post at all.
+func TestIDsThatNameOtherStreamsAreNotFound(t *testing.T) {
+	ctx := context.Background()
+	h := write.NewHandler(openStore(t))
+	p, _ := h.CreatePost(ctx, "alice", "hi", "")
+	if _, err := h.LikePost(ctx, "bob", p.ID); err != nil {
+		t.Fatal(err)
+	}
+	sneaky := p.ID + "/likes/bob" // PostStream(sneaky) == LikeStream(p.ID, "bob")
+	if _, err := h.LikePost(ctx, "carol", sneaky); !errors.Is(err, write.ErrNotFound) {
+		t.Fatalf("like of %q: %v, want NOT_FOUND", sneaky, err)
+	}
+	if _, _, err := h.AddComment(ctx, "carol", sneaky, "x"); !errors.Is(err, write.ErrNotFound) {
+		t.Fatalf("comment on %q: %v, want NOT_FOUND", sneaky, err)
+	}
+	if _, err := h.CreatePost(ctx, "alice", "hi", strings.Repeat("m", write.MaxClientMutationIDLen+1)); !errors.Is(err, write.ErrInvalid) {
+		t.Fatalf("an oversized clientMutationId: %v", err)
+	}
 }

@@ -12,6 +12,8 @@ const (
 	MaxMessageLen = 5000
 	MaxCommentLen = 2000
 	MaxUserLen    = 128 // a user name (a token's subject)
+
+	MaxClientMutationIDLen = 256
 )
 
 // PostStream is the stream that holds a post's own life: creation, edits, comments, deletion.
@@ -71,6 +73,9 @@ func (p *Post) Create(author, message, clientMutationID string) ([]Payload, erro
 	}
 	if err := checkText("message", message, MaxMessageLen); err != nil {
 		return nil, err
+	}
+	if utf8.RuneCountInString(clientMutationID) > MaxClientMutationIDLen {
+		return nil, Errorf(KindInvalid, "clientMutationId is at most %d characters long", MaxClientMutationIDLen)
 	}
 	return []Payload{PostCreated{Author: author, Message: message, ClientMutationID: clientMutationID}}, nil
 }
