@@ -147,6 +147,10 @@ func (h *Hub) Close() {
 func (h *Hub) Run(ctx context.Context) error {
 	t := time.NewTicker(h.reconcile)
 	defer t.Stop()
+	// present remembers the posts a reconcile has found: only those can be taken for deleted when
+	// a later read misses them. A post not projected yet (subscribed to right after its creation)
+	// is simply absent.
+	present := map[string]bool{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -174,9 +178,13 @@ func (h *Hub) Run(ctx context.Context) error {
 				continue
 			}
 			if !ok {
-				changes = append(changes, read.Change{PostID: id, Deleted: true})
+				if present[id] {
+					delete(present, id)
+					changes = append(changes, read.Change{PostID: id, Deleted: true})
+				}
 				continue
 			}
+			present[id] = true
 			changes = append(changes, read.Change{PostID: id, Version: p.Version, LikeVersion: p.LikeVersion,
 				Likes: p.Likes, LikesChange: true})
 		}

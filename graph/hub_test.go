@@ -145,3 +145,57 @@ func TestHubCoalescesABurstInsteadOfDroppingTheSubscriber(t *testing.T) {
 		t.Fatalf("after a burst: %d messages; want 1 to 8 ending at 100", len(got))
 	}
 }
+
+// TestSubscribingToAPostNotProjectedYet: a client that creates a post and subscribes at once races
+// the projector; the subscription must start (the write side knows the post) and survive the
+// Hub's reconcile until the post is projected.
+func TestSubscribingToAPostNotProjectedYet(t *testing.T) {
+	e := newEnv(t, func(_ *ServerConfig, h *[]HubOption) { *h = append(*h, WithReconcile(10*time.Millisecond)) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.hub.Run(ctx)
+	p, err := e.commands.CreatePost(ctx, "alice", "fresh", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &subscriptionResolver{&Resolver{Commands: e.commands, Reads: e.reads, Changes: e.hub}}
+	updates, err := r.PostUpdated(ctx, p.ID)
+	if err != nil {
+		t.Fatalf("postUpdated of a post not projected yet: %v", err)
+	}
+	if _, err := r.PostUpdated(ctx, "no-such-post"); err == nil {
+		t.Fatal("postUpdated of an unknown post succeeded")
+	}
+	// Several reconciles pass while the post is absent from the read model; none may end the stream.
+	deadline := time.After(100 * time.Millisecond)
+wait:
+	for {
+		select {
+		case _, ok := <-updates:
+			if !ok {
+				t.Fatal("the subscription ended before the post was projected")
+			}
+		case <-deadline:
+			break wait
+		}
+	}
+	e.project()
+	if _, err := e.commands.LikePost(ctx, "bob", p.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.project()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case up, ok := <-updates:
+			if !ok {
+				t.Fatal("the subscription ended")
+			}
+			if up.Likes == 1 {
+				return
+			}
+		case <-timeout:
+			t.Fatal("the like never arrived")
+		}
+	}
+}

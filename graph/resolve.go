@@ -208,12 +208,22 @@ func (r *Resolver) subscribeUpdates(ctx context.Context, postID string) (<-chan 
 	return ch, nil
 }
 
+// mustExist fails with NOT_FOUND unless post id is live. A post the read model does not hold yet
+// may just have been created (a client that creates a post and subscribes to it at once races the
+// projector), so on a miss the write side decides: only an unknown or deleted post is NOT_FOUND.
 func (r *Resolver) mustExist(ctx context.Context, id string) error {
 	_, ok, err := r.Reads.Post(ctx, id)
 	if err != nil {
 		return fmt.Errorf("read post %s: %w", id, err)
 	}
-	if !ok {
+	if ok {
+		return nil
+	}
+	p, err := r.Commands.Post(ctx, id)
+	if err != nil {
+		return fmt.Errorf("load post %s: %w", id, err)
+	}
+	if !p.Exists() {
 		return errNotFound("post %s not found", id)
 	}
 	return nil
