@@ -67,10 +67,14 @@ func (t *Tailer) follow(ctx context.Context) error {
 		return fmt.Errorf("partitions of %s: %w", t.topic, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	errs := make(chan error, len(parts))
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	// Whatever ends follow (a partition that fails to start or closes, or ctx), the partition
+	// goroutines already running must stop before it returns: cancel first, then wait.
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 	for _, p := range parts {
 		pc, err := consumer.ConsumePartition(t.topic, p, sarama.OffsetNewest)
 		if err != nil {
