@@ -40,10 +40,6 @@ type Projector struct {
 	maxFills int
 }
 
-// Ping checks that the read model answers. The Kafka consumer uses it to tell an event that
-// fails on a working read model (to be parked) from a read model that is down (to be waited for).
-func (p *Projector) Ping(ctx context.Context) error { return p.model.Ping(ctx) }
-
 // Option configures a Projector.
 type Option func(*Projector)
 

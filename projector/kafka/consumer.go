@@ -406,11 +406,9 @@ func (c *Consumer) isolate(ctx context.Context, items []item, start time.Time) (
 			return false, err
 		}
 	}
-	if len(still) > 0 && !c.modelAnswers(ctx) {
-		for _, f := range still {
-			if lastSuccess < f.at {
-				return false, nil
-			}
+	for _, f := range still {
+		if lastSuccess < f.at {
+			return false, nil
 		}
 	}
 	for _, f := range still {
@@ -419,19 +417,6 @@ func (c *Consumer) isolate(ctx context.Context, items []item, start time.Time) (
 		}
 	}
 	return true, nil
-}
-
-// modelAnswers reports whether the applier can vouch that its read model is up (it implements
-// Ping and the ping succeeds): then an event that keeps failing is at fault, even when no other
-// event of the batch was applied after it, and is parked instead of blocking the partition.
-func (c *Consumer) modelAnswers(ctx context.Context) bool {
-	p, ok := c.applier.(interface{ Ping(context.Context) error })
-	if !ok {
-		return false
-	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	return p.Ping(pctx) == nil
 }
 
 // applyRetry applies events, retrying a failure that is not poison up to c.retries times.

@@ -490,37 +490,23 @@ func (f *faulty) Apply(ctx context.Context, evs []write.Event) ([]read.Change, e
 	return f.Applier.Apply(ctx, evs)
 }
 
-// pinging is faulty with a read model health check, as the real projector has.
-type pinging struct {
-	*faulty
-	down func() bool
-}
-
-func (p pinging) Ping(context.Context) error {
-	if p.down() {
-		return errors.New("database is down")
-	}
-	return nil
-}
-
 func TestAReadModelOutageDeadLettersNothing(t *testing.T) {
 	s := newStack(t)
 	var down atomic.Bool
 	down.Store(true)
-	inner := &faulty{fail: func([]write.Event) error {
+	f := &faulty{fail: func([]write.Event) error {
 		if down.Load() {
 			return errors.New("database is locked")
 		}
 		return nil
 	}}
-	f := pinging{faulty: inner, down: down.Load}
 	reg := prometheus.NewRegistry()
 	c := s.consumer(t, WithRegistry(reg))
-	inner.Applier, c.applier = c.applier, f
+	f.Applier, c.applier = c.applier, f
 	run(t, c.Run)
 	posts := s.createPosts(t, s.h, 2)
 	likeAll(t, s.h, posts, 0, 10, 2)
-	waitUntil(t, 30*time.Second, "the consumer to retry through the outage", func() bool { return inner.calls.Load() >= 20 })
+	waitUntil(t, 30*time.Second, "the consumer to retry through the outage", func() bool { return f.calls.Load() >= 20 })
 	down.Store(false)
 	s.waitConsistent(t, 60*time.Second)
 	if got := counter(t, reg, "postgate_projector_dead_letters_total"); got != 0 {
@@ -555,36 +541,6 @@ func TestAnEventThatKeepsFailingIsParkedAndOthersApplied(t *testing.T) {
 	if got := counter(t, reg, "postgate_projector_dead_letters_total"); got != 1 {
 		t.Errorf("dead-letter counter is %v, want 1", got)
 	}
-}
-
-// TestAnEventFailingAloneOnAWorkingModelIsParked: with no other event in its batch to prove the
-// read model works, the model's health check decides, so the partition is not blocked forever.
-func TestAnEventFailingAloneOnAWorkingModelIsParked(t *testing.T) {
-	s := newStack(t)
-	inner := &faulty{fail: func(evs []write.Event) error {
-		for _, e := range evs {
-			if e.Actor == "user0" && e.Type == write.TypePostLiked {
-				return errors.New("constraint failed")
-			}
-		}
-		return nil
-	}}
-	f := pinging{faulty: inner, down: func() bool { return false }}
-	reg := prometheus.NewRegistry()
-	c := s.consumer(t, WithRegistry(reg))
-	inner.Applier, c.applier = c.applier, f
-	run(t, c.Run)
-	posts := s.createPosts(t, s.h, 1)
-	likeAll(t, s.h, posts, 0, 1, 1) // one like: alone in its batch
-	dead := deadLetters(t, s.addrs(), 1)
-	if reason := header(dead[0], HeaderDeadReason); !strings.Contains(reason, "constraint failed") {
-		t.Errorf("dead letter reason %q does not carry the cause", reason)
-	}
-	likeAll(t, s.h, posts, 1, 3, 1) // the partition moves on
-	waitUntil(t, 30*time.Second, "later likes to be applied", func() bool {
-		p, ok, err := s.model.Post(context.Background(), posts[0])
-		return err == nil && ok && p.Likes == 2
-	})
 }
 
 func TestTwoProjectorsInOneGroupShareTheWork(t *testing.T) {
