@@ -172,7 +172,10 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		if err != nil {
 			return nil, fmt.Errorf("projector: %w", err)
 		}
-		runRole("projector", consumer.Run)
+		runRole("projector", func(ctx context.Context) error {
+			defer consumer.Close()
+			return consumer.Run(ctx)
+		})
 	}
 
 	mux := http.NewServeMux()

@@ -69,6 +69,11 @@ type Consumer struct {
 
 	producer sarama.SyncProducer  // dead letters: each must be acknowledged before moving on
 	changes  sarama.AsyncProducer // change notifications: hints, sent without waiting
+	// changeQueue buffers change notifications for one goroutine that feeds the producer: its
+	// input channel is unbuffered, so a send that must not wait would mostly find it busy.
+	changeQueue chan *sarama.ProducerMessage
+	stopChanges chan struct{}
+	changesDone chan struct{}
 }
 
 // Option configures a Consumer.
@@ -168,6 +173,23 @@ func (c *Consumer) connect() (sarama.ConsumerGroup, error) {
 			}
 		}()
 		c.changes = changes
+		c.changeQueue = make(chan *sarama.ProducerMessage, 8192)
+		c.stopChanges, c.changesDone = make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(c.changesDone)
+			for {
+				select {
+				case msg := <-c.changeQueue:
+					select {
+					case changes.Input() <- msg:
+					case <-c.stopChanges:
+						return
+					}
+				case <-c.stopChanges:
+					return
+				}
+			}
+		}()
 	}
 	cfg := *c.sarama
 	cfg.Consumer.Return.Errors = true
@@ -185,6 +207,8 @@ func (c *Consumer) connect() (sarama.ConsumerGroup, error) {
 // producer's error on closing.
 func (c *Consumer) Close() error {
 	if c.changes != nil {
+		close(c.stopChanges)
+		<-c.changesDone
 		c.changes.AsyncClose()
 	}
 	if c.producer == nil {
@@ -454,11 +478,11 @@ func (c *Consumer) committed(items []item, changes []read.Change, start time.Tim
 		}
 		msg := &sarama.ProducerMessage{Topic: c.changesTopic, Key: sarama.StringEncoder(ch.PostID),
 			Value: sarama.ByteEncoder(value)}
-		// Change notifications are hints for gateways (they re-read the read model): the
-		// projection must not wait for them, so one that finds the producer's buffer full
-		// (Kafka down) is dropped and counted.
+		// Change notifications are hints for gateways (they also reconcile with the read
+		// model): the projection must not wait for them, so one that finds the queue full
+		// (Kafka down for a while) is dropped and counted.
 		select {
-		case c.changes.Input() <- msg:
+		case c.changeQueue <- msg:
 		default:
 			c.metrics.changeErrors.Inc()
 		}

@@ -399,6 +399,41 @@ func TestChangeFollowerSeesCommittedChanges(t *testing.T) {
 	}
 }
 
+// TestEveryChangeOfABigBatchIsAnnounced: a batch that changes many posts announces each of them on
+// the changes topic (the producer's input is unbuffered: a send that must not wait needs a queue).
+func TestEveryChangeOfABigBatchIsAnnounced(t *testing.T) {
+	s := newStack(t)
+	seen := make(chan string, 1000)
+	f := NewChangeFollower(s.addrs(), "", func(cs []read.Change) {
+		for _, c := range cs {
+			if c.Created {
+				seen <- c.PostID
+			}
+		}
+	})
+	run(t, f.Run)
+	select {
+	case <-f.Ready():
+	case <-time.After(20 * time.Second):
+		t.Fatal("change follower never became ready")
+	}
+	posts := s.createPosts(t, s.h, 100) // published before the consumer starts: one big batch
+	run(t, s.consumer(t).Run)
+	want := map[string]bool{}
+	for _, id := range posts {
+		want[id] = true
+	}
+	deadline := time.After(30 * time.Second)
+	for len(want) > 0 {
+		select {
+		case id := <-seen:
+			delete(want, id)
+		case <-deadline:
+			t.Fatalf("%d of 100 created posts were never announced", len(want))
+		}
+	}
+}
+
 // deadLetters reads n messages from the dead-letter topic.
 func deadLetters(tb testing.TB, addrs []string, n int) []*sarama.ConsumerMessage {
 	tb.Helper()
