@@ -85,8 +85,9 @@ func (r *Resolver) post(ctx context.Context, id string, minVersion *int64) (*Pos
 		}
 	}
 	p, ok, err := r.Changes.cache.get(ctx, r.Reads, id)
-	if err == nil && ok && minVersion != nil && p.Version < *minVersion {
-		// The cache may lag a Publish still on its way; the wait above read the model itself.
+	if err == nil && minVersion != nil && (!ok || p.Version < *minVersion) {
+		// The cache may lag a Publish still on its way (or hold the post's earlier absence);
+		// the wait above read the model itself.
 		p, ok, err = r.Reads.Post(ctx, id)
 	}
 	if err != nil {

@@ -122,6 +122,31 @@ func TestMinVersionWaitsForTheReadModel(t *testing.T) {
 	}
 }
 
+// TestMinVersionAfterAnAbsentRead: a read before the post was projected caches its absence; a
+// later post(minVersion) that the read model satisfies must not answer from that cache.
+func TestMinVersionAfterAnAbsentRead(t *testing.T) {
+	e := newEnv(t)
+	p := e.createPost("alice", "v1")
+	var before struct{ Post *postJSON }
+	e.mustData(e.do("", `query($id: ID!) { post(id: $id) { id } }`, map[string]any{"id": p.ID}), &before)
+	if before.Post != nil {
+		t.Fatalf("post before projection: %+v", before.Post)
+	}
+	// Project without telling the Hub, as when the notification is still on its way.
+	evs, err := e.store.ReadAll(context.Background(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.model.Apply(context.Background(), evs); err != nil {
+		t.Fatal(err)
+	}
+	var after struct{ Post *postJSON }
+	e.mustData(e.do("", `query($id: ID!) { post(id: $id, minVersion: 1) { message version } }`, map[string]any{"id": p.ID}), &after)
+	if after.Post == nil || after.Post.Version != 1 {
+		t.Fatalf("post(minVersion: 1) = %+v, want the projected post", after.Post)
+	}
+}
+
 func TestPageIsBatched(t *testing.T) {
 	e := newEnv(t)
 	for _, n := range []int{5, 40} {
