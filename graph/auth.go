@@ -43,6 +43,15 @@ func IssueToken(secret []byte, user string, ttl time.Duration) (string, error) {
 // secret is accepted, and an expiry is required, so "alg: none", another key, a missing or past
 // expiry, and malformed tokens all fail with an error wrapping ErrUnauthenticated.
 func VerifyToken(secret []byte, token string) (string, error) {
+	claims, err := verifyClaims(secret, token)
+	if err != nil {
+		return "", err
+	}
+	return claims.Subject, nil
+}
+
+// verifyClaims is VerifyToken returning every registered claim, the expiry included.
+func verifyClaims(secret []byte, token string) (jwt.RegisteredClaims, error) {
 	var claims jwt.RegisteredClaims
 	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return secret, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
@@ -50,18 +59,24 @@ func VerifyToken(secret []byte, token string) (string, error) {
 		jwt.WithLeeway(5*time.Second),
 	)
 	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrUnauthenticated, err)
+		return claims, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
 	}
 	if claims.Subject == "" {
-		return "", fmt.Errorf("%w: token has no subject", ErrUnauthenticated)
+		return claims, fmt.Errorf("%w: token has no subject", ErrUnauthenticated)
 	}
-	return claims.Subject, nil
+	return claims, nil
 }
 
 // identity is what the edge learned about the caller: a verified user, or a token that failed.
 type identity struct {
-	user string
-	bad  error // non-nil when a token was presented and rejected
+	user    string
+	expires time.Time // the token's expiry: a websocket outlives its token, its operations may not
+	bad     error     // non-nil when a token was presented and rejected
+}
+
+// expired reports whether the identity came from a token that has expired since it was verified.
+func (id identity) expired(now time.Time) bool {
+	return id.user != "" && !id.expires.IsZero() && now.After(id.expires)
 }
 
 type identityKey struct{}
@@ -97,11 +112,11 @@ func identify(secret []byte, authorization string) identity {
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return identity{bad: fmt.Errorf("%w: authorization is not a bearer token", ErrUnauthenticated)}
 	}
-	user, err := VerifyToken(secret, strings.TrimSpace(token))
+	claims, err := verifyClaims(secret, strings.TrimSpace(token))
 	if err != nil {
 		return identity{bad: err}
 	}
-	return identity{user: user}
+	return identity{user: claims.Subject, expires: claims.ExpiresAt.Time}
 }
 
 // authenticate puts the caller's identity from the Authorization header into the request context.

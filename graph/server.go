@@ -163,7 +163,9 @@ func guardOperation(m *Metrics) graphql.OperationMiddleware {
 	return func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 		id := identityFrom(ctx)
 		oc := graphql.GetOperationContext(ctx)
-		if id.bad != nil {
+		if id.bad != nil || id.expired(time.Now()) {
+			// A websocket is authenticated once, at connection_init: its token can expire while
+			// it stays open, and every operation after that is refused.
 			m.countError(CodeUnauthenticated)
 			return graphql.OneShot(unauthenticated("invalid or expired token"))
 		}

@@ -296,3 +296,37 @@ func TestWebsocketOriginCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestAWebsocketOutlivingItsTokenCannotActAsItsUser: a socket is authenticated once; after its
+// token expires, its operations are refused.
+func TestAWebsocketOutlivingItsTokenCannotActAsItsUser(t *testing.T) {
+	e := newEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tok, err := IssueToken(testSecret, "mallory", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.dialWS(ctx, tok, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const create = `mutation { createPost(message: "as mallory") { id } }`
+	c.subscribe(ctx, "1", create, nil)
+	var d struct{ CreatePost struct{ ID string } }
+	c.nextData(ctx, &d) // while the token is valid
+	exp := time.Now().Add(time.Second + 100*time.Millisecond)
+	for time.Now().Before(exp) {
+		time.Sleep(20 * time.Millisecond) // waiting for the clock itself: the token's expiry
+	}
+	c.subscribe(ctx, "2", create, nil)
+	m := c.next(ctx)
+	for m.ID != "2" { // the first mutation's "complete"
+		m = c.next(ctx)
+	}
+	var r gqlResponse
+	_ = json.Unmarshal(m.Payload, &r)
+	if len(r.Errors) == 0 || r.code() != CodeUnauthenticated {
+		t.Fatalf("a mutation after the token expired: %s %s, want UNAUTHENTICATED", m.Type, m.Payload)
+	}
+}
