@@ -200,6 +200,29 @@ func TestPersistedQueries(t *testing.T) {
 	}
 }
 
+// TestListsCostWhatTheyCanReturn: with the default limit, a full page of posts with comments
+// passes, and aliasing many such pages (a cheap way to ask for megabytes) does not.
+func TestListsCostWhatTheyCanReturn(t *testing.T) {
+	e := newEnv(t)
+	const page = `posts(first: 100) { edges { cursor node { id author message likes comments { id text } } } }`
+	if r := e.do("", "{ "+page+" }", nil); len(r.Errors) > 0 {
+		t.Fatalf("one full page: %s", r.raw)
+	}
+	var aliased strings.Builder
+	aliased.WriteString("{")
+	for i := range 60 {
+		fmt.Fprintf(&aliased, " p%d: %s", i, page)
+	}
+	aliased.WriteString(" }")
+	if r := e.do("", aliased.String(), nil); r.code() != "COMPLEXITY_LIMIT_EXCEEDED" {
+		t.Fatalf("60 aliased pages: %.300s, want COMPLEXITY_LIMIT_EXCEEDED", r.raw)
+	}
+	small := `{ a: posts(first: 1) { edges { node { id } } } b: posts(first: 1) { edges { node { id } } } }`
+	if r := e.do("", small, nil); len(r.Errors) > 0 {
+		t.Fatalf("two one-post pages: %s", r.raw)
+	}
+}
+
 func TestLimits(t *testing.T) {
 	e := newEnv(t, func(c *ServerConfig, _ *[]HubOption) {
 		c.ComplexityLimit = 10
