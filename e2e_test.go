@@ -399,11 +399,11 @@ func testErrorCodes(t *testing.T, s *testServer) {
 	// A token signed with another key, as a server with another data dir would issue it.
 	foreign := foreignToken(t)
 
-	// Over the complexity limit (1000 by default): 600 aliased post fields of 2 each.
+	// Over the complexity limit (5000 by default): ten aliased full pages with comments.
 	var heavy strings.Builder
 	heavy.WriteString("{")
-	for i := 0; i < 600; i++ {
-		fmt.Fprintf(&heavy, " p%d: post(id: \"x\") { id }", i)
+	for i := 0; i < 10; i++ {
+		fmt.Fprintf(&heavy, " p%d: posts(first: 100) { edges { node { id comments { id text } } } }", i)
 	}
 	heavy.WriteString(" }")
 

@@ -86,7 +86,7 @@ type tokenCache struct {
 // embeddedFlags choose the embedded default of every piece, whatever POSTGATE_* variables the
 // environment holds (flags win over the environment): these tests are about the binary, hermetic.
 var embeddedFlags = []string{"--mongo-uri=", "--kafka-brokers=", "--read-dsn=", "--jwt-secret=",
-	"--roles=gateway,relay,projector", "--cors-origins=", "--introspection=true", "--complexity=1000",
+	"--roles=gateway,relay,projector", "--cors-origins=", "--introspection=true", "--complexity=5000",
 	"--max-body=1048576", "--log-format=text"}
 
 // serveConfig parses args as the serve command does.
