@@ -36,7 +36,9 @@ func (dialect) MaxParams() int { return MaxParams }
 // LockApply serialises projection transactions across processes, as SQLite's single writer does:
 // Apply reads versions and then writes, which must not interleave with another Apply.
 func (dialect) LockApply() string {
-	return "EXEC sp_getapplock @Resource = N'postgate.read.apply', @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 30000;"
+	// sp_getapplock reports a timeout (-1), a cancel (-2), a deadlock (-3) or a bad call (-999)
+	// through its return code, not as an error: without the check Apply would go on unlocked.
+	return "DECLARE @lock INT; EXEC @lock = sp_getapplock @Resource = N'postgate.read.apply', @LockMode = N'Exclusive', @LockOwner = N'Transaction', @LockTimeout = 30000; IF @lock < 0 THROW 51000, N'postgate: read-model apply lock not granted', 1;"
 }
 
 func (dialect) ActiveGen() string { return "SELECT active FROM dbo.generation WHERE id = 1;" }

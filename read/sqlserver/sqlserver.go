@@ -57,9 +57,27 @@ func Open(ctx context.Context, dsn string) (*Model, error) {
 	return m, nil
 }
 
-// Migrate applies the embedded migrations (goose, mssql dialect). Every migration is guarded by
-// OBJECT_ID, so a second process migrating at once does not fail. Errors are goose's, wrapped.
+// migrateLock serialises migrations across processes: the OBJECT_ID guards inside a migration are
+// checks, not locks, so two processes starting at once could both try to create a table. The lock
+// is held by a session of its own for the whole run and released explicitly: closing a
+// database/sql connection only returns it to the pool, where the session (and a lock it owns)
+// would live on.
+const migrateLock = "DECLARE @lock INT; EXEC @lock = sp_getapplock @Resource = N'postgate.read.migrate', @LockMode = N'Exclusive', @LockOwner = N'Session', @LockTimeout = 120000; IF @lock < 0 THROW 51000, N'postgate: read-model migration lock not granted', 1;"
+
+const migrateUnlock = "EXEC sp_releaseapplock @Resource = N'postgate.read.migrate', @LockOwner = N'Session';"
+
+// Migrate applies the embedded migrations (goose, mssql dialect) under an application lock, so
+// processes starting together migrate one after the other. Errors are goose's or the lock's, wrapped.
 func (m *Model) Migrate(ctx context.Context) error {
+	lock, err := m.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate read model: %w", err)
+	}
+	defer lock.Close()
+	if _, err := lock.ExecContext(ctx, migrateLock); err != nil {
+		return fmt.Errorf("migrate read model: lock: %w", err)
+	}
+	defer lock.ExecContext(context.WithoutCancel(ctx), migrateUnlock)
 	sub, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return fmt.Errorf("migrate read model: %w", err)
