@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/postgate/postgate/read"
@@ -115,25 +116,23 @@ func (p *Projector) fillGaps(ctx context.Context, batch []write.Event) ([]write.
 			}
 		}
 	}
-	first := map[string]int64{} // lowest version per stream in the batch
+	versions := map[string][]int64{} // the versions of each stream in the batch
 	posts := map[string]bool{}
 	for _, e := range batch {
-		if v, ok := first[e.Stream]; !ok || e.Version < v {
-			first[e.Stream] = e.Version
-		}
+		versions[e.Stream] = append(versions[e.Stream], e.Version)
 		posts[e.PostID] = true
 	}
 	for id := range posts {
-		if _, ok := first[write.PostStream(id)]; !ok {
-			first[write.PostStream(id)] = 0 // only fetched when the model lacks the post
+		if _, ok := versions[write.PostStream(id)]; !ok {
+			versions[write.PostStream(id)] = nil // only fetched when the model lacks the post
 		}
 	}
-	for stream, lowest := range first {
+	for stream, vs := range versions {
 		applied, err := p.model.StreamVersion(ctx, stream)
 		if err != nil {
 			return nil, fmt.Errorf("fill gap in %s: %w", stream, err)
 		}
-		if lowest != 0 && lowest <= applied+1 || lowest == 0 && applied > 0 {
+		if len(vs) == 0 && applied > 0 || len(vs) > 0 && contiguous(vs, applied) {
 			continue
 		}
 		missing, err := p.store.Load(ctx, stream, applied)
@@ -147,6 +146,25 @@ func (p *Projector) fillGaps(ctx context.Context, batch []write.Event) ([]write.
 	}
 	add(batch...)
 	return inStreamOrder(merged), nil
+}
+
+// contiguous reports whether versions, with those up to applied already in the model, leave no
+// hole: a batch holding v1 and v3 of a stream lacks v2 even though it starts right after applied.
+func contiguous(versions []int64, applied int64) bool {
+	vs := slices.Clone(versions)
+	slices.Sort(vs)
+	next := applied + 1
+	for _, v := range vs {
+		switch {
+		case v < next:
+			continue // already applied, or a duplicate within the batch
+		case v == next:
+			next++
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // inStreamOrder orders events so that every stream's events are in version order and a post's own
