@@ -3,6 +3,7 @@ package graph
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -102,7 +103,10 @@ func (h *Hub) Publish(changes []read.Change) {
 	h.wake = make(chan struct{})
 	h.mu.Unlock()
 
-	ctx := context.Background()
+	// Publish runs on the change follower's goroutines: a read that hangs must not stall every
+	// notification of this gateway for longer than this.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	for _, c := range changes {
 		if c.LikesChange {
 			h.publishLikes(c)
@@ -168,6 +172,11 @@ func (h *Hub) Run(ctx context.Context) error {
 			}
 		}
 		h.mu.Unlock()
+		for id := range present {
+			if !slices.Contains(ids, id) {
+				delete(present, id) // nobody follows it any more
+			}
+		}
 		var changes []read.Change
 		for _, id := range ids {
 			p, ok, err := h.reads.Post(ctx, id)
