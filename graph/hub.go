@@ -3,7 +3,6 @@ package graph
 import (
 	"context"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -172,8 +171,12 @@ func (h *Hub) Run(ctx context.Context) error {
 			}
 		}
 		h.mu.Unlock()
+		followed := make(map[string]bool, len(ids))
+		for _, id := range ids {
+			followed[id] = true
+		}
 		for id := range present {
-			if !slices.Contains(ids, id) {
+			if !followed[id] {
 				delete(present, id) // nobody follows it any more
 			}
 		}
