@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -39,7 +40,7 @@ func WithIDs(newID func() string) Option { return func(h *Handler) { h.newID = n
 // WithSnapshotEvery sets after how many new events a post's snapshot is refreshed (default 64).
 func WithSnapshotEvery(n int64) Option { return func(h *Handler) { h.snapshotEvery = n } }
 
-// WithRetries sets how often a commutative command is retried on a version conflict (default 50).
+// WithRetries sets how often a commutative command is retried on a version conflict (default 100).
 func WithRetries(n int) Option { return func(h *Handler) { h.retries = n } }
 
 // NewHandler returns a Handler that keeps its events in store.
@@ -48,7 +49,7 @@ func NewHandler(store EventStore, opts ...Option) *Handler {
 		store:         store,
 		now:           func() time.Time { return time.Now().UTC() },
 		newID:         func() string { return uuid.Must(uuid.NewV7()).String() },
-		retries:       50,
+		retries:       100,
 		snapshotEvery: 64,
 	}
 	for _, o := range opts {
@@ -367,6 +368,10 @@ func (h *Handler) append(ctx context.Context, stream, postID string, expected in
 		evs = append(evs, e)
 	}
 	stored, err := h.store.Append(ctx, stream, expected, evs)
+	if errors.Is(err, ErrConflict) {
+		// The store's message names its streams; the user needs only what happened.
+		return nil, Errorf(KindConflict, "post %s was changed at the same time; try again", postID)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("append to %s: %w", stream, err)
 	}
@@ -374,15 +379,22 @@ func (h *Handler) append(ctx context.Context, stream, postID string, expected in
 }
 
 // retry runs fn again while it fails with a version conflict, when the command commutes with
-// concurrent ones (the conflict means only "someone else got there first; decide again").
+// concurrent ones (the conflict means only "someone else got there first; decide again"). Retries
+// wait a random time that grows with each attempt (up to 20 ms), so that a crowd of writers on one
+// post spreads out instead of colliding again in lockstep.
 func (h *Handler) retry(ctx context.Context, commutes bool, fn func() error) error {
 	for attempt := 0; ; attempt++ {
 		err := fn()
 		if err == nil || !commutes || !errors.Is(err, ErrConflict) || attempt >= h.retries {
 			return err
 		}
-		if ctx.Err() != nil {
+		ceiling := min(time.Millisecond<<min(attempt, 5), 20*time.Millisecond)
+		t := time.NewTimer(rand.N(ceiling) + 1)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return ctx.Err()
+		case <-t.C:
 		}
 	}
 }

@@ -219,8 +219,10 @@ func TestConcurrentCommentsAllLand(t *testing.T) {
 	ctx := context.Background()
 	h := write.NewHandler(openStore(t))
 	p, _ := h.CreatePost(ctx, "alice", "discuss", "")
+	// A crowd on one post stream: every comment must land, each after however many conflicts.
+	const commenters = 300
 	var wg sync.WaitGroup
-	for i := range 20 {
+	for i := range commenters {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -231,8 +233,8 @@ func TestConcurrentCommentsAllLand(t *testing.T) {
 	}
 	wg.Wait()
 	got, _ := h.Post(ctx, p.ID)
-	if len(got.Comments) != 20 || got.Version != 21 {
-		t.Fatalf("%d comments at version %d, want 20 at 21", len(got.Comments), got.Version)
+	if len(got.Comments) != commenters || got.Version != commenters+1 {
+		t.Fatalf("%d comments at version %d, want %d at %d", len(got.Comments), got.Version, commenters, commenters+1)
 	}
 }
 
