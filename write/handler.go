@@ -22,6 +22,7 @@ type Handler struct {
 	newID         func() string
 	retries       int
 	snapshotEvery int64
+	postLocks     [postLockStripes]chan struct{}
 	// posts caches recently used posts. A cached post is only a starting point, like a snapshot:
 	// every load still reads the events stored after it, so a change made by another process (a
 	// deletion, say) is always seen. It saves the snapshot read and its decoding on hot posts.
@@ -56,6 +57,9 @@ func NewHandler(store EventStore, opts ...Option) *Handler {
 		o(h)
 	}
 	h.posts, _ = lru.New[string, cachedPost](4096)
+	for i := range h.postLocks {
+		h.postLocks[i] = make(chan struct{}, 1)
+	}
 	return h
 }
 
@@ -103,7 +107,7 @@ func (h *Handler) EditPost(ctx context.Context, actor, id, message string, expec
 		return Post{}, err
 	}
 	var out Post
-	err := h.retry(ctx, expected == nil, func() error {
+	err := h.onPost(ctx, id, expected == nil, func() error {
 		p, snap, err := h.loadPost(ctx, id)
 		if err != nil {
 			return err
@@ -129,7 +133,7 @@ func (h *Handler) DeletePost(ctx context.Context, actor, id string) error {
 	if err := checkActor(actor); err != nil {
 		return err
 	}
-	return h.retry(ctx, true, func() error {
+	return h.onPost(ctx, id, true, func() error {
 		p, snap, err := h.loadPost(ctx, id)
 		if err != nil {
 			return err
@@ -240,7 +244,7 @@ func (h *Handler) RemoveComment(ctx context.Context, actor, postID, commentID st
 func (h *Handler) changeComment(ctx context.Context, actor, postID, commentID string, decide func(*Post) ([]Payload, error)) (Post, Comment, error) {
 	var out Post
 	var c Comment
-	err := h.retry(ctx, true, func() error {
+	err := h.onPost(ctx, postID, true, func() error {
 		p, snap, err := h.loadPost(ctx, postID)
 		if err != nil {
 			return err
@@ -376,6 +380,31 @@ func (h *Handler) append(ctx context.Context, stream, postID string, expected in
 		return nil, fmt.Errorf("append to %s: %w", stream, err)
 	}
 	return stored, nil
+}
+
+// postLocks serialise, within this process, the commands on one post stream (striped by post id,
+// so memory stays bounded). A crowd commenting on one post then queues here instead of colliding
+// at the store and retrying: with n writers, retries cost O(n²) appends and lose under load.
+// Other processes can still conflict; retry handles those.
+const postLockStripes = 256
+
+func (h *Handler) onPost(ctx context.Context, postID string, commutes bool, fn func() error) error {
+	stripe := h.postLocks[fnv32(postID)%postLockStripes]
+	select {
+	case stripe <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-stripe }()
+	return h.retry(ctx, commutes, fn)
+}
+
+func fnv32(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint32(s[i])) * 16777619
+	}
+	return h
 }
 
 // retry runs fn again while it fails with a version conflict, when the command commutes with

@@ -217,22 +217,24 @@ func TestCommandsOnDeletedPostAreNotFound(t *testing.T) {
 
 func TestConcurrentCommentsAllLand(t *testing.T) {
 	ctx := context.Background()
-	h := write.NewHandler(openStore(t))
-	p, _ := h.CreatePost(ctx, "alice", "discuss", "")
-	// A crowd on one post stream: every comment must land, each after however many conflicts.
-	const commenters = 300
+	store := openStore(t)
+	// Two handlers on one store stand for two gateway processes: within one, commands on a post
+	// queue; between them, the store's conflicts are retried.
+	handlers := []*write.Handler{write.NewHandler(store), write.NewHandler(store)}
+	p, _ := handlers[0].CreatePost(ctx, "alice", "discuss", "")
+	const commenters = 300 // a crowd on one post stream: every comment must land
 	var wg sync.WaitGroup
 	for i := range commenters {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, _, err := h.AddComment(ctx, fmt.Sprintf("u%d", i), p.ID, "me too"); err != nil {
+			if _, _, err := handlers[i%2].AddComment(ctx, fmt.Sprintf("u%d", i), p.ID, "me too"); err != nil {
 				t.Errorf("comment: %v", err)
 			}
 		}()
 	}
 	wg.Wait()
-	got, _ := h.Post(ctx, p.ID)
+	got, _ := write.NewHandler(store).Post(ctx, p.ID)
 	if len(got.Comments) != commenters || got.Version != commenters+1 {
 		t.Fatalf("%d comments at version %d, want %d at %d", len(got.Comments), got.Version, commenters, commenters+1)
 	}
