@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -71,5 +72,37 @@ func TestUnknownCommandAndMissingUserFail(t *testing.T) {
 	}
 	if _, err := os.Stat(dir + "/jwt.key"); err != nil {
 		t.Errorf("token did not keep its key in the data dir: %v", err)
+	}
+}
+
+func TestKeyFileIsMadeOnceAndRefusedWhenDamaged(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/jwt.key"
+	keys := make(chan string, 8)
+	var wg sync.WaitGroup
+	for range 8 { // processes racing to make the key all end up with the same one
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k, err := keyFile(path)
+			if err != nil {
+				t.Error(err)
+			}
+			keys <- string(k)
+		}()
+	}
+	wg.Wait()
+	close(keys)
+	first := <-keys
+	for k := range keys {
+		if k != first || len(k) != 64 {
+			t.Fatalf("keys %q and %q", first, k)
+		}
+	}
+	if err := os.WriteFile(path, []byte("ab\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keyFile(path); err == nil {
+		t.Fatal("a two-character key file was accepted")
 	}
 }

@@ -187,33 +187,58 @@ func jwtSecret(cfg *Config) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dir, "jwt.key")
-	if b, err := os.ReadFile(path); err == nil {
-		return []byte(strings.TrimSpace(string(b))), nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+	return keyFile(filepath.Join(dir, "jwt.key"))
+}
+
+// keyFile reads the signing key kept at path, making it first if there is none. The key is 32
+// random bytes, hex encoded. It is written to a temporary file, synced, then linked into place:
+// a link fails when the name exists, so when processes race to make the key one wins and the others
+// read the winner's, and no process ever reads a half-written key. A key file of any other shape
+// is refused rather than used: a short key would be a weak one.
+func keyFile(path string) ([]byte, error) {
+	if key, err := readKey(path); err == nil || !errors.Is(err, os.ErrNotExist) {
+		return key, err
 	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
 		return nil, err
 	}
-	enc := hex.EncodeToString(key)
-	// O_EXCL: when two processes race to make the key, one wins and the other reads the winner's.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return jwtSecret(cfg)
-	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".jwt.key-*")
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", path, err)
+		return nil, fmt.Errorf("create key: %w", err)
 	}
-	if _, err := f.WriteString(enc + "\n"); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("write %s: %w", path, err)
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("create key: %w", err)
 	}
-	if err := f.Close(); err != nil {
+	if _, err := tmp.WriteString(hex.EncodeToString(raw) + "\n"); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("write key: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("write key: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, fmt.Errorf("write key: %w", err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("install key %s: %w", path, err)
+	}
+	return readKey(path)
+}
+
+func readKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
 		return nil, err
 	}
-	return []byte(enc), nil
+	key := strings.TrimSpace(string(b))
+	if _, herr := hex.DecodeString(key); herr != nil || len(key) != 64 {
+		return nil, fmt.Errorf("%s does not hold a key postgate made (64 hex characters); remove it to make a new one, or set POSTGATE_JWT_SECRET", path)
+	}
+	return []byte(key), nil
 }
 
 func token(cfg *Config, user string, ttl time.Duration, stdout io.Writer) error {
