@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/postgate/postgate/graph"
+	"github.com/postgate/postgate/internal/retry"
 	"github.com/postgate/postgate/projector"
 	pkafka "github.com/postgate/postgate/projector/kafka"
 	"github.com/postgate/postgate/read"
@@ -129,10 +130,13 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		log.Info("embedded kafka broker", "addrs", brokers, "dir", filepath.Join(dir, "kafka"))
 	}
 	topic, changesTopic := cfg.str("topic"), cfg.str("changes-topic")
-	if err := kafka.EnsureTopics(ctx, brokers, kafka.TopicsConfig{Events: topic, Changes: changesTopic,
-		Partitions: int32(partitions), ReplicationFactor: int16(replication)}); err != nil {
-		return nil, fmt.Errorf("kafka topics: %w", err)
-	}
+	topics := kafka.TopicsConfig{Events: topic, Changes: changesTopic,
+		Partitions: int32(partitions), ReplicationFactor: int16(replication)}
+	// Kafka being down must not keep a gateway from taking mutations (the relay publishes them
+	// later), so topics are made in the background when they cannot be made at once.
+	tctx, tcancel := context.WithTimeout(ctx, 5*time.Second)
+	topicsErr := kafka.EnsureTopics(tctx, brokers, topics)
+	tcancel()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -147,6 +151,23 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 				log.Error("role stopped", "role", name, "err", err)
 			}
 		}()
+	}
+
+	if topicsErr != nil {
+		log.Warn("kafka topics not ready; retrying in the background", "err", topicsErr)
+		runRole("topics", func(ctx context.Context) error {
+			wait := retry.NewBackoff(30 * time.Second)
+			for {
+				err := kafka.EnsureTopics(ctx, brokers, topics)
+				if err == nil || ctx.Err() != nil {
+					return err
+				}
+				log.Warn("kafka topics", "err", err)
+				if !retry.Sleep(ctx, wait.Next()) {
+					return nil
+				}
+			}
+		})
 	}
 
 	var pub *kafka.Publisher
@@ -199,8 +220,9 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		runRole("reconcile", hub.Run)
 		select {
 		case <-follower.Ready():
-		case <-time.After(10 * time.Second):
-			return nil, errors.New("change follower did not start within 10 s")
+		case <-time.After(5 * time.Second):
+			// Subscribers still get counts from the Hub's reconcile until the follower runs.
+			log.Warn("change follower not running yet (is Kafka up?); starting without it")
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
