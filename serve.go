@@ -299,7 +299,15 @@ func (s *service) close(ctx context.Context) error {
 	if s.cancel != nil {
 		s.cancel() // also ends subscriptions: their contexts descend from the base context
 	}
-	s.wg.Wait()
+	// The roles stop on their own (the projector commits its offsets); the shutdown budget bounds
+	// how long they may take before the stores are closed under them anyway.
+	stopped := make(chan struct{})
+	go func() { s.wg.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("roles still stopping after the shutdown budget: %w", ctx.Err()))
+	}
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		if err := s.closers[i](); err != nil {
 			errs = append(errs, err)
