@@ -27,6 +27,7 @@ type Handler struct {
 	// every load still reads the events stored after it, so a change made by another process (a
 	// deletion, say) is always seen. It saves the snapshot read and its decoding on hot posts.
 	posts *lru.Cache[string, cachedPost]
+	likes *lru.Cache[string, Like] // by like stream
 }
 
 // Option configures a Handler.
@@ -57,6 +58,7 @@ func NewHandler(store EventStore, opts ...Option) *Handler {
 		o(h)
 	}
 	h.posts, _ = lru.New[string, cachedPost](4096)
+	h.likes, _ = lru.New[string, Like](65536)
 	for i := range h.postLocks {
 		h.postLocks[i] = make(chan struct{}, 1)
 	}
@@ -175,9 +177,14 @@ func (h *Handler) like(ctx context.Context, actor, id string, decide func(*Like,
 		if err != nil {
 			return err
 		}
-		l := Like{PostID: id, User: actor}
 		stream := LikeStream(id, actor)
-		evs, err := h.store.Load(ctx, stream, 0)
+		// Like the post cache, the like cache is only a starting point: the events stored after
+		// it are always read, so a user who toggles a like many times costs one short read.
+		l, ok := h.likes.Get(stream)
+		if !ok {
+			l = Like{PostID: id, User: actor}
+		}
+		evs, err := h.store.Load(ctx, stream, l.Version)
 		if err != nil {
 			return fmt.Errorf("load %s: %w", stream, err)
 		}
@@ -186,6 +193,7 @@ func (h *Handler) like(ctx context.Context, actor, id string, decide func(*Like,
 				return err
 			}
 		}
+		h.likes.Add(stream, l)
 		decided, err := decide(&l, &p)
 		if err != nil {
 			return err
@@ -203,6 +211,7 @@ func (h *Handler) like(ctx context.Context, actor, id string, decide func(*Like,
 				return err
 			}
 		}
+		h.likes.Add(stream, l)
 		out.Liked, out.Changed, out.Version = l.Liked, true, l.Version
 		return nil
 	})

@@ -265,6 +265,31 @@ func TestLikeReadsDoNotGrowWithLikes(t *testing.T) {
 	}
 }
 
+// TestTogglingALikeDoesNotGrowItsCost: one user's like stream grows with every toggle; a like
+// must not fold it from the start each time.
+func TestTogglingALikeDoesNotGrowItsCost(t *testing.T) {
+	ctx := context.Background()
+	s := &countingStore{EventStore: openStore(t)}
+	h := write.NewHandler(s)
+	p, _ := h.CreatePost(ctx, "alice", "flip", "")
+	for range 50 {
+		if _, err := h.LikePost(ctx, "bob", p.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.UnlikePost(ctx, "bob", p.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := s.loaded.Load()
+	res, err := h.LikePost(ctx, "bob", p.ID)
+	if err != nil || !res.Liked || res.Version != 101 {
+		t.Fatalf("like after 100 toggles: %+v, %v", res, err)
+	}
+	if n := s.loaded.Load() - before; n > 1 {
+		t.Fatalf("a like after 100 toggles loaded %d events", n)
+	}
+}
+
 func TestActorIsRequiredAndBounded(t *testing.T) {
 	h := write.NewHandler(openStore(t))
 	if _, err := h.CreatePost(context.Background(), "", "anon", ""); !errors.Is(err, write.ErrForbidden) {
