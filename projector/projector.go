@@ -20,6 +20,10 @@ import (
 // consumer dead-letters such an event and moves on.
 var ErrPoison = errors.New("poison event")
 
+// ErrStoreUnavailable marks a failure to read the event store while filling a gap: the event is
+// fine and must be retried, never parked.
+var ErrStoreUnavailable = errors.New("event store unavailable")
+
 // PoisonError names the event that cannot be decoded. errors.Is(err, ErrPoison) matches it and
 // errors.Is/As also see the decoding cause.
 type PoisonError struct {
@@ -137,7 +141,7 @@ func (p *Projector) fillGaps(ctx context.Context, batch []write.Event) ([]write.
 		}
 		missing, err := p.store.Load(ctx, stream, applied)
 		if err != nil {
-			return nil, fmt.Errorf("fill gap in %s: %w", stream, err)
+			return nil, fmt.Errorf("fill gap in %s: %w: %w", stream, ErrStoreUnavailable, err)
 		}
 		if err := checkDecodable(missing); err != nil {
 			return nil, err

@@ -392,3 +392,27 @@ func TestRebuildUnderConcurrentWrites(t *testing.T) {
 		}
 	}
 }
+
+// unreadableStore fails every Load, as an event store that is down does.
+type unreadableStore struct{ write.EventStore }
+
+func (unreadableStore) Load(context.Context, string, int64) ([]write.Event, error) {
+	return nil, errors.New("connection refused")
+}
+
+// TestAGapTheStoreCannotBeReadForIsNotTheEventsFault: the consumer parks events that are at fault;
+// a gap fill failing because the store is down must say so, so the event is retried instead.
+func TestAGapTheStoreCannotBeReadForIsNotTheEventsFault(t *testing.T) {
+	e := newEnv(t)
+	ctx := tctx(t)
+	p, _ := e.h.CreatePost(ctx, "ann", "v1", "")
+	if _, err := e.h.LikePost(ctx, "bob", p.ID); err != nil {
+		t.Fatal(err)
+	}
+	all := e.events(t)
+	proj := projector.New(e.model, unreadableStore{e.store})
+	_, err := proj.Apply(ctx, all[1:]) // the like, before its post
+	if !errors.Is(err, projector.ErrStoreUnavailable) || errors.Is(err, projector.ErrPoison) {
+		t.Fatalf("apply with the store down: %v, want ErrStoreUnavailable", err)
+	}
+}

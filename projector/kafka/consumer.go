@@ -431,7 +431,9 @@ func (c *Consumer) isolate(ctx context.Context, items []item, start time.Time) (
 		}
 	}
 	for _, f := range still {
-		if lastSuccess < f.at {
+		// An event is at fault only if the model applied others after its failure, and the
+		// failure was not the event store's (a gap fill that could not read it).
+		if lastSuccess < f.at || errors.Is(f.err, projector.ErrStoreUnavailable) {
 			return false, nil
 		}
 	}
