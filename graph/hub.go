@@ -352,48 +352,27 @@ func closeLocked[T any](h *Hub, s *subscriber[T]) {
 
 // SubscribeLikes registers a likeCount subscription until ctx ends.
 func (h *Hub) SubscribeLikes(ctx context.Context, postID string) <-chan *LikeCount {
-	s := &subscriber[*LikeCount]{ch: make(chan *LikeCount, h.buffer), field: "likeCount", overflow: overflowFlag(ctx)}
-	h.mu.Lock()
-	if h.done {
-		h.mu.Unlock()
-		close(s.ch)
-		return s.ch
-	}
-	set := h.likes[postID]
-	if set == nil {
-		set = map[*subscriber[*LikeCount]]struct{}{}
-		h.likes[postID] = set
-	}
-	set[s] = struct{}{}
-	h.metrics.subscribed(s.field, 1)
-	h.mu.Unlock()
-	context.AfterFunc(ctx, func() {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		if set := h.likes[postID]; set != nil {
-			delete(set, s)
-			if len(set) == 0 {
-				delete(h.likes, postID)
-			}
-		}
-		closeLocked(h, s)
-	})
-	return s.ch
+	return subscribePost(h, ctx, h.likes, postID, "likeCount")
 }
 
 // SubscribeUpdates registers a postUpdated subscription until ctx ends or the post is deleted.
 func (h *Hub) SubscribeUpdates(ctx context.Context, postID string) <-chan *Post {
-	s := &subscriber[*Post]{ch: make(chan *Post, h.buffer), field: "postUpdated", overflow: overflowFlag(ctx)}
+	return subscribePost(h, ctx, h.updates, postID, "postUpdated")
+}
+
+// subscribePost registers a subscription to one post in sets until ctx ends.
+func subscribePost[T any](h *Hub, ctx context.Context, sets map[string]map[*subscriber[T]]struct{}, postID, field string) <-chan T {
+	s := &subscriber[T]{ch: make(chan T, h.buffer), field: field, overflow: overflowFlag(ctx)}
 	h.mu.Lock()
 	if h.done {
 		h.mu.Unlock()
 		close(s.ch)
 		return s.ch
 	}
-	set := h.updates[postID]
+	set := sets[postID]
 	if set == nil {
-		set = map[*subscriber[*Post]]struct{}{}
-		h.updates[postID] = set
+		set = map[*subscriber[T]]struct{}{}
+		sets[postID] = set
 	}
 	set[s] = struct{}{}
 	h.metrics.subscribed(s.field, 1)
@@ -401,10 +380,10 @@ func (h *Hub) SubscribeUpdates(ctx context.Context, postID string) <-chan *Post 
 	context.AfterFunc(ctx, func() {
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		if set := h.updates[postID]; set != nil {
+		if set := sets[postID]; set != nil {
 			delete(set, s)
 			if len(set) == 0 {
-				delete(h.updates, postID)
+				delete(sets, postID)
 			}
 		}
 		closeLocked(h, s)
