@@ -737,31 +737,30 @@ type scanner interface{ Scan(dest ...any) error }
 // like_version, comment_count, version.
 func scanPost(s scanner) (read.Post, error) {
 	var p read.Post
-	var edited sql.NullTime
-	if err := s.Scan(&p.ID, &p.Author, &p.Message, &p.CreatedAt, &edited, &p.Likes, &p.LikeVersion, &p.CommentCount, &p.Version); err != nil {
-		return p, err
-	}
-	p.CreatedAt = p.CreatedAt.UTC()
-	if edited.Valid {
-		t := edited.Time.UTC()
-		p.EditedAt = &t
-	}
-	return p, nil
+	err := scanPostInto(s, &p)
+	return p, err
 }
 
 // scanStored reads the post columns followed by deleted.
 func scanStored(s scanner) (read.StoredPost, error) {
 	var p read.StoredPost
+	err := scanPostInto(s, &p.Post, &p.Deleted)
+	return p, err
+}
+
+// scanPostInto scans the post columns, then extra ones, into p, with times in UTC.
+func scanPostInto(s scanner, p *read.Post, extra ...any) error {
 	var edited sql.NullTime
-	if err := s.Scan(&p.ID, &p.Author, &p.Message, &p.CreatedAt, &edited, &p.Likes, &p.LikeVersion, &p.CommentCount, &p.Version, &p.Deleted); err != nil {
-		return p, err
+	dest := append([]any{&p.ID, &p.Author, &p.Message, &p.CreatedAt, &edited, &p.Likes, &p.LikeVersion, &p.CommentCount, &p.Version}, extra...)
+	if err := s.Scan(dest...); err != nil {
+		return err
 	}
 	p.CreatedAt = p.CreatedAt.UTC()
 	if edited.Valid {
 		t := edited.Time.UTC()
 		p.EditedAt = &t
 	}
-	return p, nil
+	return nil
 }
 
 // scanComment reads id, post_id, author, text, created_at, edited_at.
