@@ -416,3 +416,31 @@ func TestAGapTheStoreCannotBeReadForIsNotTheEventsFault(t *testing.T) {
 		t.Fatalf("apply with the store down: %v, want ErrStoreUnavailable", err)
 	}
 }
+
+// TestVerifyReportsAnUnfoldableEventAsADifference: an event this binary cannot decode is listed,
+// and the rest of the store is still compared.
+func TestVerifyReportsAnUnfoldableEventAsADifference(t *testing.T) {
+	e := newEnv(t)
+	ctx := tctx(t)
+	p, _ := e.h.CreatePost(ctx, "ann", "fine", "")
+	if _, err := e.h.LikePost(ctx, "bob", p.ID); err != nil {
+		t.Fatal(err)
+	}
+	future := write.Event{ID: "from-the-future", Type: write.TypePostLiked, Schema: 99, PostID: p.ID,
+		Actor: "cid", At: time.Now().UTC(), Data: []byte(`{"user":"cid"}`)}
+	if _, err := e.store.Append(ctx, write.LikeStream(p.ID, "cid"), 0, []write.Event{future}); err != nil {
+		t.Fatal(err)
+	}
+	// Project what can be projected, as the live projector would (it parks the unknown event).
+	evs := e.events(t)
+	if _, err := e.proj.Apply(ctx, evs[:len(evs)-1]); err != nil {
+		t.Fatal(err)
+	}
+	diffs, err := projector.Verify(ctx, e.store, e.model)
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if len(diffs) != 1 || !strings.Contains(diffs[0].Field, "from-the-future") {
+		t.Fatalf("diffs %v, want exactly the unfoldable event", diffs)
+	}
+}

@@ -43,15 +43,17 @@ type expected struct {
 // Verify folds the whole event store in memory and compares it with the read model's active
 // generation: every post (deleted flag, fields, likes, like version, comment count, version), every
 // live comment and like of live posts, and the applied version of every stream. Deleted posts are
-// compared by flag and version only. It returns every difference, sorted by post id. Errors:
-// ErrNotInspectable when model has no Dump; the store's or the model's errors; a decoding error of
-// a stored event.
+// compared by flag and version only. It returns every difference, sorted by post id. A stored
+// event that cannot be decoded or folded is reported as a difference of its own, and the rest of
+// its stream is left out of the fold (the live projector parks such an event, so the read model
+// stops there too). Errors: ErrNotInspectable when model has no Dump; the store's or the model's
+// errors.
 func Verify(ctx context.Context, store write.EventStore, model read.Model) ([]Diff, error) {
 	in, ok := model.(read.Inspector)
 	if !ok {
 		return nil, ErrNotInspectable
 	}
-	exp, err := fold(ctx, store)
+	exp, unfoldable, err := fold(ctx, store)
 	if err != nil {
 		return nil, err
 	}
@@ -59,24 +61,39 @@ func Verify(ctx context.Context, store write.EventStore, model read.Model) ([]Di
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
-	return compare(exp, got), nil
+	diffs := append(unfoldable, compare(exp, got)...)
+	sort.SliceStable(diffs, func(i, j int) bool { return diffs[i].PostID < diffs[j].PostID })
+	return diffs, nil
 }
 
-func fold(ctx context.Context, store write.EventStore) (*expected, error) {
+func fold(ctx context.Context, store write.EventStore) (*expected, []Diff, error) {
 	exp := &expected{posts: map[string]*write.Post{}, likes: map[string]map[string]*write.Like{},
 		likeVersion: map[string]int64{}, streams: map[string]int64{}}
+	broken := map[string]bool{} // streams with an event that could not be folded
+	var unfoldable []Diff
 	var after int64
 	for {
 		page, err := store.ReadAll(ctx, after, verifyPage)
 		if err != nil {
-			return nil, fmt.Errorf("verify: read events after %d: %w", after, err)
+			return nil, nil, fmt.Errorf("verify: read events after %d: %w", after, err)
 		}
 		if len(page) == 0 {
-			return exp, nil
+			return exp, unfoldable, nil
 		}
 		for _, e := range page {
+			if broken[e.Stream] {
+				continue
+			}
 			if err := exp.apply(e); err != nil {
-				return nil, fmt.Errorf("verify: %w", err)
+				broken[e.Stream] = true
+				if e.Version > 1 { // apply recorded the version before it failed
+					exp.streams[e.Stream] = e.Version - 1
+				} else {
+					delete(exp.streams, e.Stream)
+				}
+				unfoldable = append(unfoldable, Diff{PostID: e.PostID,
+					Field: fmt.Sprintf("event %s (%s version %d)", e.ID, e.Stream, e.Version),
+					Want:  "an event this binary can fold", Got: err.Error()})
 			}
 		}
 		after = page[len(page)-1].Position
