@@ -25,6 +25,7 @@ type Tailer struct {
 	log     *slog.Logger
 	ready   chan struct{}
 	once    sync.Once
+	recheck time.Duration // how often the partition count is checked
 }
 
 // NewTailer returns a Tailer of topic that calls fn for each message.
@@ -32,7 +33,7 @@ func NewTailer(brokers []string, topic string, fn func(*sarama.ConsumerMessage),
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Tailer{brokers: brokers, topic: topic, fn: fn, log: log, ready: make(chan struct{})}
+	return &Tailer{brokers: brokers, topic: topic, fn: fn, log: log, ready: make(chan struct{}), recheck: 30 * time.Second}
 }
 
 // Ready is closed once every partition is being consumed, so that messages produced after it are seen.
@@ -57,7 +58,12 @@ func (t *Tailer) Run(ctx context.Context) error {
 func (t *Tailer) follow(ctx context.Context) error {
 	cfg := NewSaramaConfig()
 	cfg.Consumer.Return.Errors = true
-	consumer, err := sarama.NewConsumer(t.brokers, cfg)
+	client, err := sarama.NewClient(t.brokers, cfg)
+	if err != nil {
+		return fmt.Errorf("new client of %s: %w", t.topic, err)
+	}
+	defer client.Close()
+	consumer, err := sarama.NewConsumerFromClient(client)
 	if err != nil {
 		return fmt.Errorf("new consumer of %s: %w", t.topic, err)
 	}
@@ -106,11 +112,23 @@ func (t *Tailer) follow(ctx context.Context) error {
 		}()
 	}
 	t.once.Do(func() { close(t.ready) })
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-errs:
-		return err
+	// Partitions added to the topic later are picked up by starting over (from the newest offsets).
+	check := time.NewTicker(t.recheck)
+	defer check.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errs:
+			return err
+		case <-check.C:
+			if client.RefreshMetadata(t.topic) != nil {
+				continue // a broker restart: the partition consumers report it themselves
+			}
+			if now, err := client.Partitions(t.topic); err == nil && len(now) != len(parts) {
+				return fmt.Errorf("%s now has %d partitions, was %d", t.topic, len(now), len(parts))
+			}
+		}
 	}
 }
 

@@ -52,3 +52,54 @@ func TestTailerRetriesAfterAPartitionFailsToStart(t *testing.T) {
 		t.Fatal("no fault was injected: the test proves nothing")
 	}
 }
+
+// TestTailerFollowsPartitionsAddedLater: partitions added to a topic while a tailer runs are
+// followed too.
+func TestTailerFollowsPartitionsAddedLater(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "growing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got := make(chan int32, 16)
+	tl := NewTailer(c.ListenAddrs(), "growing", func(m *sarama.ConsumerMessage) { got <- m.Partition }, slog.New(slog.DiscardHandler))
+	tl.recheck = 50 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); tl.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-tl.Ready()
+
+	admin, err := sarama.NewClusterAdmin(c.ListenAddrs(), NewSaramaConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if err := admin.CreatePartitions("growing", 2, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	cfg := NewSaramaConfig()
+	cfg.Producer.Return.Successes = true
+	cfg.Producer.Partitioner = sarama.NewManualPartitioner
+	prod, err := sarama.NewSyncProducer(c.ListenAddrs(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	deadline := time.After(20 * time.Second)
+	for {
+		// Sent again until seen: the tailer starts the new partition from its newest offset.
+		if _, _, err := prod.SendMessage(&sarama.ProducerMessage{Topic: "growing", Partition: 1, Value: sarama.StringEncoder("x")}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case p := <-got:
+			if p == 1 {
+				return
+			}
+		case <-time.After(200 * time.Millisecond):
+		case <-deadline:
+			t.Fatal("a message on the added partition never reached the tailer")
+		}
+	}
+}
