@@ -184,8 +184,10 @@ func (dialect) NextGen() []string {
 
 func (dialect) SetActive() string { return "UPDATE dbo.generation SET active = @p1 WHERE id = 1;" }
 
+// DeleteGen deletes in chunks (the caller repeats it until it deletes nothing): one DELETE of a
+// whole generation would escalate to a table lock that blocks the live generation's readers.
 func (dialect) DeleteGen(table string) string {
-	return "DELETE FROM dbo." + table + " WHERE gen = @p1;"
+	return "DELETE TOP (5000) FROM dbo." + table + " WHERE gen = @p1;"
 }
 
 func (dialect) DeleteInactive(table string) string {

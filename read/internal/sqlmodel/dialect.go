@@ -84,7 +84,8 @@ type Dialect interface {
 	NextGen() []string
 	// SetActive makes a generation active. Args: gen.
 	SetActive() string
-	// DeleteGen deletes the rows of one generation from one of Tables. Args: gen.
+	// DeleteGen deletes rows of one generation from one of Tables, all or a chunk: the caller
+	// repeats it until it deletes nothing. Args: gen.
 	DeleteGen(table string) string
 	// DeleteInactive deletes the rows of every inactive generation from one of Tables. No arguments.
 	DeleteInactive(table string) string

@@ -649,10 +649,17 @@ func (m *Model) DropGeneration(ctx context.Context, gen int64) error {
 	if gen == active {
 		return fmt.Errorf("drop generation %d: it is the active one", gen)
 	}
-	// One table per transaction keeps the write lock short while the live projector writes.
+	// One statement per transaction, repeated while it deletes rows (dialects that delete in
+	// chunks), keeps the write lock short while the live projector writes.
 	for _, t := range Tables {
-		if _, err := m.writer.ExecContext(ctx, m.d.DeleteGen(t), gen); err != nil {
-			return fmt.Errorf("drop generation %d: %s: %w", gen, t, err)
+		for {
+			res, err := m.writer.ExecContext(ctx, m.d.DeleteGen(t), gen)
+			if err != nil {
+				return fmt.Errorf("drop generation %d: %s: %w", gen, t, err)
+			}
+			if n, err := res.RowsAffected(); err != nil || n == 0 {
+				break
+			}
 		}
 	}
 	return nil

@@ -1,2 +1,2 @@
 -- 1 parameters
-DELETE FROM dbo.comments WHERE gen = @p1;
+DELETE TOP (5000) FROM dbo.comments WHERE gen = @p1;

@@ -1,2 +1,2 @@
 -- 1 parameters
-DELETE FROM dbo.likes WHERE gen = @p1;
+DELETE TOP (5000) FROM dbo.likes WHERE gen = @p1;

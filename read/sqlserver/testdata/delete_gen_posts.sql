@@ -1,2 +1,2 @@
 -- 1 parameters
-DELETE FROM dbo.posts WHERE gen = @p1;
+DELETE TOP (5000) FROM dbo.posts WHERE gen = @p1;
