@@ -2,16 +2,19 @@ package main
 
 import (
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -616,42 +619,76 @@ func testVerify(t *testing.T, s *testServer) {
 }
 
 // testRebuildUnderLoad runs `postgate rebuild` as a separate command against the data dir of the
-// running server while users keep liking: afterwards the server answers from the new generation
-// and every like is counted once.
+// running server while users keep liking. A row tampered with beforehand (which `verify` must
+// catch) proves that the server answers from the new generation afterwards, and every like,
+// including those made during the rebuild, is counted once.
 func testRebuildUnderLoad(t *testing.T, s *testServer) {
 	s = s.in(t)
 	p := s.createPost(s.token(uniqueName("rebuilder")), "rebuilt")
-	const likers = 30
-	tokens := make([]string, likers)
-	for i := range tokens {
-		tokens[i] = s.token(uniqueName("fan"))
-	}
-	like := func(tok string) {
-		r := s.do(tok, `mutation($id: ID!) { likePost(id: $id) { likes } }`, map[string]any{"id": p.ID})
+	like := func() error {
+		r := s.do(s.token(uniqueName("fan")), `mutation($id: ID!) { likePost(id: $id) { likes } }`, map[string]any{"id": p.ID})
 		if len(r.Errors) > 0 {
-			t.Errorf("like: %s", r.raw)
+			return fmt.Errorf("like: %s", r.raw)
+		}
+		return nil
+	}
+	for range 10 {
+		if err := like(); err != nil {
+			t.Fatal(err)
 		}
 	}
-	for _, tok := range tokens[:10] {
-		like(tok)
+	s.waitLikes(p.ID, 10)
+
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(s.data, "read.db")+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer db.Close()
+	if _, err := db.Exec("UPDATE posts SET likes = likes + 1000 WHERE id = ?", p.ID); err != nil {
+		t.Fatalf("tamper: %v", err)
+	}
+	if out, _, code := s.command("verify"); code != 1 || !strings.Contains(out, "likes") {
+		t.Fatalf("verify after tampering: exit %d\n%s", code, out)
+	}
+
+	// Likes keep coming until the rebuild has returned; at least one overlaps it.
+	done := make(chan struct{})
+	var during atomic.Int32
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for _, tok := range tokens[10:] {
-			like(tok)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := like(); err != nil {
+				t.Error(err)
+				return
+			}
+			during.Add(1)
 		}
 	}()
 	out, errOut, code := s.command("rebuild")
+	close(done)
 	wg.Wait()
 	if code != 0 {
 		t.Fatalf("postgate rebuild: exit %d\n%s\n%s", code, out, errOut)
 	}
-	if !strings.Contains(out, "rebuilt read model") || !strings.Contains(out, "rebuild: ") {
-		t.Errorf("rebuild printed no progress lines and summary: %q", out)
+	if !strings.Contains(out, "rebuild: ") {
+		t.Errorf("rebuild printed no progress lines: %q", out)
 	}
-	s.waitLikes(p.ID, likers)
+	var events, gen, replaced, pos int64
+	summary := out[strings.LastIndex(out, "rebuilt read model"):]
+	if _, err := fmt.Sscanf(summary, "rebuilt read model: %d events into generation %d (replaced %d), at position %d", &events, &gen, &replaced, &pos); err != nil || gen == replaced {
+		t.Fatalf("rebuild summary %q (%v): the generation did not change", summary, err)
+	}
+	if during.Load() == 0 {
+		t.Fatal("no like overlapped the rebuild")
+	}
+	s.waitLikes(p.ID, 10+int(during.Load()))
 }
 
 func testGracefulShutdown(t *testing.T, s *testServer) {
