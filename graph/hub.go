@@ -22,7 +22,8 @@ type Hub struct {
 
 	cache *postCache
 
-	reconcile time.Duration // how often Run re-reads subscribed posts
+	reconcile  time.Duration // how often Run re-reads subscribed posts
+	reconciled atomic.Int64  // rounds Run has finished (tests wait on it)
 
 	publishMu sync.Mutex // serialises Publish, so every subscriber sees changes in commit order
 
@@ -203,6 +204,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		if len(changes) > 0 {
 			h.Publish(changes)
 		}
+		h.reconciled.Add(1)
 	}
 }
 

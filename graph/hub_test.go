@@ -77,16 +77,26 @@ func TestHubReconcileDeliversMissedChanges(t *testing.T) {
 		t.Fatal("the missed post update never arrived")
 	}
 	// Later reconciles of an unchanged post send nothing more.
-	deadline := time.After(200 * time.Millisecond)
-	for {
-		select {
-		case lc := <-likes:
-			t.Fatalf("duplicate likeCount %+v", lc)
-		case up := <-updates:
-			t.Fatalf("duplicate postUpdated %+v", up)
-		case <-deadline:
-			return
+	waitReconciles(t, e.hub, 3)
+	select {
+	case lc := <-likes:
+		t.Fatalf("duplicate likeCount %+v", lc)
+	case up := <-updates:
+		t.Fatalf("duplicate postUpdated %+v", up)
+	default:
+	}
+}
+
+// waitReconciles waits until the Hub has finished n more reconcile rounds.
+func waitReconciles(tb testing.TB, h *Hub, n int64) {
+	tb.Helper()
+	target := h.reconciled.Load() + n
+	deadline := time.Now().Add(10 * time.Second)
+	for h.reconciled.Load() < target {
+		if time.Now().After(deadline) {
+			tb.Fatalf("%d reconcile rounds did not happen within 10 s", n)
 		}
+		time.Sleep(time.Millisecond) // polling a counter, bounded by the deadline
 	}
 }
 
@@ -167,17 +177,13 @@ func TestSubscribingToAPostNotProjectedYet(t *testing.T) {
 		t.Fatal("postUpdated of an unknown post succeeded")
 	}
 	// Several reconciles pass while the post is absent from the read model; none may end the stream.
-	deadline := time.After(100 * time.Millisecond)
-wait:
-	for {
-		select {
-		case _, ok := <-updates:
-			if !ok {
-				t.Fatal("the subscription ended before the post was projected")
-			}
-		case <-deadline:
-			break wait
+	waitReconciles(t, e.hub, 3)
+	select {
+	case _, ok := <-updates:
+		if !ok {
+			t.Fatal("the subscription ended before the post was projected")
 		}
+	default:
 	}
 	e.project()
 	if _, err := e.commands.LikePost(ctx, "bob", p.ID); err != nil {

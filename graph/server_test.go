@@ -106,7 +106,10 @@ func TestMinVersionWaitsForTheReadModel(t *testing.T) {
 	}()
 	// Project only once the query is waiting, so it can only succeed by waiting.
 	deadline := time.Now().Add(10 * time.Second)
-	for e.reads.single.Load() == 0 && time.Now().Before(deadline) {
+	for e.reads.single.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the query never started waiting")
+		}
 		time.Sleep(time.Millisecond) // polling a condition, bounded by the deadline
 	}
 	e.project()

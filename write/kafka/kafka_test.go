@@ -335,7 +335,19 @@ func TestKafkaDownThenUpPublishesEverything(t *testing.T) {
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("32 mutations took %v with Kafka down: the fast path must not hold them up", took)
 	}
-	time.Sleep(300 * time.Millisecond) // let the relay fail against the closed broker at least once
+	failures := func() float64 {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(relay)
+		fams, _ := reg.Gather()
+		for _, f := range fams {
+			if f.GetName() == "postgate_relay_failures_total" {
+				return f.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		return 0
+	}
+	failedBefore := failures()
+	waitFor(t, 20*time.Second, "the relay to fail against the closed broker", func() bool { return failures() > failedBefore })
 	if relay.Position() == head {
 		t.Fatal("relay claims events acknowledged while the broker was down")
 	}
