@@ -95,6 +95,7 @@ try {
 
   if (process.env.GRAPHIQL_SCREENSHOT) await page.screenshot({ path: process.env.GRAPHIQL_SCREENSHOT });
   check(pageErrors.length === 0, `page errors: ${pageErrors.join("\n")}`);
+  check(blocked.length === 0, `GraphiQL asked for ${blocked.length} outside resource(s): ${blocked.join(", ")}; it must work offline from embedded assets`);
   console.log(`graphiql: ok (query for post ${post.id} and a likeCount subscription ran in headless Chromium, offline; ${blocked.length} outside request(s) blocked${blocked.length ? ": " + blocked.join(", ") : ""})`);
 } catch (e) {
   await cleanup();
