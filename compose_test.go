@@ -426,7 +426,8 @@ func composeCheckDependencies(tb testing.TB, p *types.Project) {
 				tb.Errorf("%s depends on unknown service %s", name, dep)
 				continue
 			}
-			oneShot := target.Restart == "no"
+			// A one-shot service runs to completion, possibly after retries.
+			oneShot := target.Restart == "no" || strings.HasPrefix(target.Restart, "on-failure")
 			switch {
 			case oneShot && d.Condition != types.ServiceConditionCompletedSuccessfully:
 				tb.Errorf("%s waits for one-shot %s with %q, want %s", name, dep, d.Condition, types.ServiceConditionCompletedSuccessfully)
