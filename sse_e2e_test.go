@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -131,4 +132,27 @@ func TestOtherSubscriptionTransports(t *testing.T) {
 		}
 		c.Close(websocket.StatusNormalClosure, "")
 	})
+}
+
+// TestRequestLimitsThroughTheBinary: the body and token limits that serve configures.
+func TestRequestLimitsThroughTheBinary(t *testing.T) {
+	s := startServe(t, "--max-body", "4096")
+	big := `{"query": "{ __typename }", "variables": {"pad": "` + strings.Repeat("x", 5000) + `"}}`
+	resp, err := http.Post(s.url+"/graphql", "application/json", strings.NewReader(big))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), `"code":"BAD_REQUEST"`) {
+		t.Fatalf("oversized body: %d %s", resp.StatusCode, body)
+	}
+	// Over the parser's token limit (15,000 by default), with a body under the default size limit:
+	// refused before it is executed.
+	d := startServe(t)
+	many := "{ " + strings.Repeat("a: __typename ", 8000) + "}"
+	r := d.do("", many, nil)
+	if r.status != http.StatusOK && r.status != http.StatusUnprocessableEntity || r.code() != "GRAPHQL_PARSE_FAILED" {
+		t.Fatalf("query over the token limit: %d %.300s", r.status, r.raw)
+	}
 }
