@@ -159,7 +159,17 @@ func (dialect) NextGen() []string {
 
 func (dialect) SetActive() string { return "UPDATE generation SET active = ? WHERE id = 1" }
 
-func (dialect) DeleteGen(table string) string { return "DELETE FROM " + table + " WHERE gen = ?" }
+// keyOf lists each table's primary key after gen: the tables have no rowid, so a chunk of a
+// generation is picked by key.
+var keyOf = map[string]string{"posts": "id", "comments": "post_id, id", "likes": "post_id, user_id"}
+
+// DeleteGen deletes a chunk of 5,000 rows of a generation (the caller repeats it until it deletes
+// nothing), so that dropping a large generation never holds the write lock for long while the
+// live projector waits. ?1 is the generation, used twice.
+func (dialect) DeleteGen(table string) string {
+	key := keyOf[table]
+	return "DELETE FROM " + table + " WHERE gen = ?1 AND (" + key + ") IN (SELECT " + key + " FROM " + table + " WHERE gen = ?1 LIMIT 5000)"
+}
 
 func (dialect) DeleteInactive(table string) string {
 	return "DELETE FROM " + table + " WHERE gen <> " + activeGen
