@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/postgate/postgate/internal/retry"
 	"github.com/postgate/postgate/read"
 )
 
@@ -149,17 +150,14 @@ func (h *Hub) Close() {
 // long a subscriber can miss the latest count to one interval. It costs one read per subscribed
 // post per interval, whatever the number of subscribers.
 func (h *Hub) Run(ctx context.Context) error {
-	t := time.NewTicker(h.reconcile)
-	defer t.Stop()
+	wait := h.reconcile
 	// present remembers the posts a reconcile has found: only those can be taken for deleted when
 	// a later read misses them. A post not projected yet (subscribed to right after its creation)
 	// is simply absent.
 	present := map[string]bool{}
 	for {
-		select {
-		case <-ctx.Done():
+		if !retry.Sleep(ctx, wait) {
 			return nil
-		case <-t.C:
 		}
 		h.mu.Lock()
 		ids := make([]string, 0, len(h.likes)+len(h.updates))
@@ -205,6 +203,9 @@ func (h *Hub) Run(ctx context.Context) error {
 			h.Publish(changes)
 		}
 		h.reconciled.Add(1)
+		// One read per subscribed post: with very many of them, rounds space out so that a
+		// gateway spends at most about 1,000 reads a second on reconciling.
+		wait = max(h.reconcile, time.Duration(len(ids))*time.Millisecond)
 	}
 }
 
