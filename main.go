@@ -332,6 +332,10 @@ func rebuild(ctx context.Context, cfg *Config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	for _, e := range stats.Skipped {
+		fmt.Fprintf(stdout, "skipped event %s (%s version %d, type %s schema %d): this binary cannot decode it or its stream\n",
+			e.ID, e.Stream, e.Version, e.Type, e.Schema)
+	}
 	fmt.Fprintf(stdout, "rebuilt read model: %d events into generation %d (replaced %d), at position %d\n",
 		stats.Events, stats.Generation, stats.Replaced, stats.Position)
 	return nil

@@ -444,3 +444,33 @@ func TestVerifyReportsAnUnfoldableEventAsADifference(t *testing.T) {
 		t.Fatalf("diffs %v, want exactly the unfoldable event", diffs)
 	}
 }
+
+// TestRebuildSkipsWhatItCannotDecode: an event from a newer binary does not stop a rebuild; it is
+// left out with the rest of its post, and everything else is rebuilt.
+func TestRebuildSkipsWhatItCannotDecode(t *testing.T) {
+	e := newEnv(t)
+	ctx := tctx(t)
+	good, _ := e.h.CreatePost(ctx, "ann", "fine", "")
+	future := write.Event{ID: "future-create", Type: write.TypePostCreated, Schema: 99, PostID: "p-future",
+		Actor: "zed", At: time.Now().UTC(), Data: []byte(`{"author":"zed"}`)}
+	if _, err := e.store.Append(ctx, write.PostStream("p-future"), 0, []write.Event{future}); err != nil {
+		t.Fatal(err)
+	}
+	like, _ := write.NewEvent("like-of-future", "p-future", "bob", time.Now(), write.PostLiked{User: "bob"})
+	if _, err := e.store.Append(ctx, write.LikeStream("p-future", "bob"), 0, []write.Event{like}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.h.LikePost(ctx, "bob", good.ID); err != nil {
+		t.Fatal(err)
+	}
+	st, err := projector.Rebuild(ctx, e.store, e.model, nil)
+	if err != nil {
+		t.Fatalf("rebuild: %v", err)
+	}
+	if len(st.Skipped) != 2 || st.Skipped[0].ID != "future-create" || st.Skipped[1].ID != "like-of-future" {
+		t.Fatalf("skipped %+v, want the undecodable creation and the like of its post", st.Skipped)
+	}
+	if p, ok, _ := e.model.Post(ctx, good.ID); !ok || p.Likes != 1 {
+		t.Fatalf("the healthy post after rebuild: %+v %v", p, ok)
+	}
+}

@@ -17,6 +17,10 @@ type RebuildStats struct {
 	Replaced   int64 // the generation that was dropped
 	Events     int64 // events applied into the new generation
 	Position   int64 // store position the new generation had reached at the end
+	// Skipped lists the stored events left out because this binary cannot decode them, or
+	// because they follow such an event in its stream (or belong to a post whose own stream has
+	// one), as the live projector leaves them out; verify reports them.
+	Skipped []write.Event
 }
 
 // Rebuild builds a fresh generation of the read model from the whole event store while the live
@@ -32,8 +36,10 @@ type RebuildStats struct {
 //
 // progress, if not nil, is called after every page with the position reached and the store's
 // head (which may grow while the rebuild runs). Only one rebuild may run at a time: a second one
-// discards the first one's unfinished generation. Errors are the store's or the model's, wrapped;
-// a failure before the switch leaves the live generation untouched.
+// discards the first one's unfinished generation. An event this binary cannot decode is skipped
+// with the rest of its stream (see RebuildStats.Skipped) rather than failing the rebuild. Errors
+// are the store's or the model's, wrapped; a failure before the switch leaves the live generation
+// untouched.
 func Rebuild(ctx context.Context, store write.EventStore, model read.Generations, progress func(done, total int64)) (RebuildStats, error) {
 	var st RebuildStats
 	gen, err := model.NewGeneration(ctx)
@@ -45,6 +51,26 @@ func Rebuild(ctx context.Context, store write.EventStore, model read.Generations
 	if err != nil {
 		return st, fmt.Errorf("rebuild: %w", err)
 	}
+	brokenStreams, brokenPosts := map[string]bool{}, map[string]bool{}
+	usable := func(page []write.Event) []write.Event {
+		out := page[:0:0]
+		for _, e := range page {
+			if brokenStreams[e.Stream] || brokenPosts[e.PostID] {
+				st.Skipped = append(st.Skipped, e)
+				continue
+			}
+			if _, err := write.Decode(e); err != nil {
+				brokenStreams[e.Stream] = true
+				if e.Stream == write.PostStream(e.PostID) {
+					brokenPosts[e.PostID] = true
+				}
+				st.Skipped = append(st.Skipped, e)
+				continue
+			}
+			out = append(out, e)
+		}
+		return out
+	}
 	catchUp := func() error {
 		for {
 			page, err := store.ReadAll(ctx, st.Position, rebuildPage)
@@ -54,10 +80,11 @@ func Rebuild(ctx context.Context, store write.EventStore, model read.Generations
 			if len(page) == 0 {
 				return nil
 			}
-			if _, err := model.ApplyTo(ctx, gen, page); err != nil {
+			apply := usable(page)
+			if _, err := model.ApplyTo(ctx, gen, apply); err != nil {
 				return fmt.Errorf("rebuild: apply events after %d: %w", st.Position, err)
 			}
-			st.Events += int64(len(page))
+			st.Events += int64(len(apply))
 			st.Position = page[len(page)-1].Position
 			if st.Position > head {
 				head = st.Position
