@@ -233,11 +233,14 @@ func (h *Hub) publishLikes(c read.Change) {
 	for i, st := range steps {
 		values[i] = &LikeCount{PostID: c.PostID, Likes: st.Likes, Version: st.LikeVersion}
 	}
+	// A burst longer than half a subscriber's buffer is coalesced to its latest counts, so that
+	// one hot batch does not get a healthy subscriber dropped. The cut depends only on the buffer
+	// size, so every subscriber sees the same sequence.
+	if limit := max(1, h.buffer/2); len(values) > limit {
+		values = values[len(values)-limit:]
+	}
 	for s := range subs {
-		// A burst larger than half a subscriber's free buffer is coalesced to its latest counts,
-		// so that one hot batch does not get a healthy subscriber dropped.
-		skip := max(0, len(values)-max(1, (cap(s.ch)-len(s.ch))/2))
-		for _, v := range values[skip:] {
+		for _, v := range values {
 			if v.Version <= s.likeVersion {
 				continue // already sent (a redelivered or reordered notification)
 			}
