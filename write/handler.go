@@ -399,13 +399,17 @@ const postLockStripes = 256
 
 func (h *Handler) onPost(ctx context.Context, postID string, commutes bool, fn func() error) error {
 	stripe := h.postLocks[fnv32(postID)%postLockStripes]
-	select {
-	case stripe <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	defer func() { <-stripe }()
-	return h.retry(ctx, commutes, fn)
+	// The stripe is held for one attempt at a time, never across a retry's wait: a post that
+	// keeps losing to another process must not hold up the posts that share its stripe.
+	return h.retry(ctx, commutes, func() error {
+		select {
+		case stripe <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		defer func() { <-stripe }()
+		return fn()
+	})
 }
 
 func fnv32(s string) uint32 {
