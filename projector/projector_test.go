@@ -474,3 +474,64 @@ func TestRebuildSkipsWhatItCannotDecode(t *testing.T) {
 		t.Fatalf("the healthy post after rebuild: %+v %v", p, ok)
 	}
 }
+
+// TestRebuildAndVerifyAgreeWithTheProjectorOnALaterBadEvent: an undecodable event after a post's
+// creation stops only its own stream; the post's likes are still applied by the live projector,
+// by rebuild, and expected by verify.
+func TestRebuildAndVerifyAgreeWithTheProjectorOnALaterBadEvent(t *testing.T) {
+	e := newEnv(t)
+	ctx := tctx(t)
+	p, _ := e.h.CreatePost(ctx, "ann", "v1", "")
+	bad := write.Event{ID: "future-edit", Type: write.TypePostEdited, Schema: 99, PostID: p.ID,
+		Actor: "ann", At: time.Now().UTC(), Data: []byte(`{}`)}
+	if _, err := e.store.Append(ctx, write.PostStream(p.ID), 1, []write.Event{bad}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := write.NewHandler(e.store).LikePost(ctx, "bob", p.ID); err == nil {
+		t.Fatal("the write side folded an undecodable event") // the post cannot be loaded either
+	}
+	like, _ := write.NewEvent("like", p.ID, "bob", time.Now(), write.PostLiked{User: "bob"})
+	if _, err := e.store.Append(ctx, write.LikeStream(p.ID, "bob"), 0, []write.Event{like}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := projector.Rebuild(ctx, e.store, e.model, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Skipped) != 1 || st.Skipped[0].ID != "future-edit" {
+		t.Fatalf("skipped %+v, want only the undecodable edit", st.Skipped)
+	}
+	if got, _, _ := e.model.Post(ctx, p.ID); got.Likes != 1 {
+		t.Fatalf("post after rebuild: %+v, want bob's like", got)
+	}
+	diffs, err := projector.Verify(ctx, e.store, e.model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(diffs) != 1 || !strings.Contains(diffs[0].Field, "future-edit") {
+		t.Fatalf("diffs %v, want only the undecodable edit", diffs)
+	}
+}
+
+// TestVerifyExpectsNothingOfAPostWhoseCreationIsUndecodable: such a post and its likes never
+// reach the read model; verify lists the one event and nothing else.
+func TestVerifyExpectsNothingOfAPostWhoseCreationIsUndecodable(t *testing.T) {
+	e := newEnv(t)
+	ctx := tctx(t)
+	bad := write.Event{ID: "future-create", Type: write.TypePostCreated, Schema: 99, PostID: "pf",
+		Actor: "zed", At: time.Now().UTC(), Data: []byte(`{}`)}
+	if _, err := e.store.Append(ctx, write.PostStream("pf"), 0, []write.Event{bad}); err != nil {
+		t.Fatal(err)
+	}
+	like, _ := write.NewEvent("like", "pf", "bob", time.Now(), write.PostLiked{User: "bob"})
+	if _, err := e.store.Append(ctx, write.LikeStream("pf", "bob"), 0, []write.Event{like}); err != nil {
+		t.Fatal(err)
+	}
+	diffs, err := projector.Verify(ctx, e.store, e.model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(diffs) != 1 || !strings.Contains(diffs[0].Field, "future-create") {
+		t.Fatalf("diffs %v, want only the undecodable creation", diffs)
+	}
+}

@@ -18,7 +18,7 @@ type RebuildStats struct {
 	Events     int64 // events applied into the new generation
 	Position   int64 // store position the new generation had reached at the end
 	// Skipped lists the stored events left out because this binary cannot decode them, or
-	// because they follow such an event in its stream (or belong to a post whose own stream has
+	// because they follow such an event in its stream (or belong to a post whose creation is
 	// one), as the live projector leaves them out; verify reports them.
 	Skipped []write.Event
 }
@@ -61,7 +61,10 @@ func Rebuild(ctx context.Context, store write.EventStore, model read.Generations
 			}
 			if _, err := write.Decode(e); err != nil {
 				brokenStreams[e.Stream] = true
-				if e.Stream == write.PostStream(e.PostID) {
+				if e.Stream == write.PostStream(e.PostID) && e.Version == 1 {
+					// Without its creation the post does not exist, and the live projector parks
+					// its likes too (their gap fills hit this event). A later event of the post
+					// stream only stops that stream, as it does for the live projector.
 					brokenPosts[e.PostID] = true
 				}
 				st.Skipped = append(st.Skipped, e)
