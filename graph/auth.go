@@ -11,6 +11,10 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
+// tokenLeeway absorbs clock skew between the issuer and this server, at verification and when a
+// long-lived websocket's token expires.
+const tokenLeeway = 5 * time.Second
+
 // ErrUnauthenticated is returned for a missing, malformed, expired or wrongly signed token.
 var ErrUnauthenticated = errors.New("unauthenticated")
 
@@ -56,7 +60,7 @@ func verifyClaims(secret []byte, token string) (jwt.RegisteredClaims, error) {
 	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return secret, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithExpirationRequired(),
-		jwt.WithLeeway(5*time.Second),
+		jwt.WithLeeway(tokenLeeway),
 	)
 	if err != nil {
 		return claims, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
@@ -76,7 +80,7 @@ type identity struct {
 
 // expired reports whether the identity came from a token that has expired since it was verified.
 func (id identity) expired(now time.Time) bool {
-	return id.user != "" && !id.expires.IsZero() && now.After(id.expires)
+	return id.user != "" && !id.expires.IsZero() && now.After(id.expires.Add(tokenLeeway))
 }
 
 type identityKey struct{}

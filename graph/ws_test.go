@@ -315,7 +315,7 @@ func TestAWebsocketOutlivingItsTokenCannotActAsItsUser(t *testing.T) {
 	c.subscribe(ctx, "1", create, nil)
 	var d struct{ CreatePost struct{ ID string } }
 	c.nextData(ctx, &d) // while the token is valid
-	exp := time.Now().Add(time.Second + 100*time.Millisecond)
+	exp := time.Now().Add(time.Second + tokenLeeway + 100*time.Millisecond)
 	for time.Now().Before(exp) {
 		time.Sleep(20 * time.Millisecond) // waiting for the clock itself: the token's expiry
 	}
