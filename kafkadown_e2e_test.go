@@ -2,9 +2,11 @@ package main
 
 import (
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,3 +60,16 @@ func TestGatewayStartsAndTakesMutationsWhileKafkaIsDown(t *testing.T) {
 }
 
 var errNotYet = errors.New("not yet")
+
+// TestServeRefusesTopicsKafkaRejects: a Kafka that answers and refuses to make the topics (here a
+// replication factor the single broker cannot meet) stops serve at start with the reason, instead
+// of a gateway that takes mutations nobody will ever publish.
+func TestServeRefusesTopicsKafkaRejects(t *testing.T) {
+	ctx := testDeadline(t, 60*time.Second)
+	var stderr syncBuffer
+	code := run(ctx, []string{"serve", "--data", t.TempDir(), "--addr", "127.0.0.1:0", "--topic", "custom.events",
+		"--replication", "3", "--log-level", "error"}, io.Discard, &stderr)
+	if out := stderr.tail(4096); code != 1 || !strings.Contains(out, "kafka topics") {
+		t.Fatalf("serve exited %d: %s", code, out)
+	}
+}

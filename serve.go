@@ -137,6 +137,11 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 	tctx, tcancel := context.WithTimeout(ctx, 5*time.Second)
 	topicsErr := kafka.EnsureTopics(tctx, brokers, topics)
 	tcancel()
+	if topicsErr != nil && !errors.Is(topicsErr, context.DeadlineExceeded) {
+		// Kafka answered and refused (a bad replication factor, no permission): that needs an
+		// operator, not a retry.
+		return nil, fmt.Errorf("kafka topics: %w", topicsErr)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

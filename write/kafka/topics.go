@@ -63,12 +63,16 @@ func (c TopicsConfig) withDefaults() TopicsConfig {
 }
 
 // NewSaramaConfig returns the sarama configuration postgate's clients share: a protocol version
-// every broker we run against supports, and a client id that shows up in broker logs.
+// every broker we run against supports, a client id that shows up in broker logs, and no topic
+// auto-creation from metadata requests.
 func NewSaramaConfig() *sarama.Config {
 	cfg := sarama.NewConfig()
 	cfg.Version = sarama.V2_8_0_0
 	cfg.ClientID = "postgate"
 	cfg.Metadata.Retry.Backoff = 100 * time.Millisecond
+	// Topics are made on purpose (EnsureTopics), with the partition count the projectors scale
+	// to; a metadata request must never make one with the broker's defaults instead.
+	cfg.Metadata.AllowAutoTopicCreation = false
 	return cfg
 }
 
