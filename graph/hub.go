@@ -34,6 +34,10 @@ type Hub struct {
 	created map[*subscriber[*Post]]struct{}
 	wake    chan struct{} // closed and replaced on every Publish; wakes minVersion waiters
 	done    bool          // set by Close: every subscription has ended and new ones end at once
+	// present holds the followed posts known to be in the read model (found by a reconcile, or by a
+	// subscription as it started): only those may be taken for deleted when a later read misses
+	// them. A post not projected yet (subscribed to right after its creation) is simply absent.
+	present map[string]bool
 }
 
 // HubOption configures a Hub.
@@ -69,6 +73,7 @@ func NewHub(reads read.Queries, opts ...HubOption) *Hub {
 		likes:   map[string]map[*subscriber[*LikeCount]]struct{}{},
 		updates: map[string]map[*subscriber[*Post]]struct{}{},
 		created: map[*subscriber[*Post]]struct{}{},
+		present: map[string]bool{},
 		wake:    make(chan struct{}),
 		cache:   newPostCache(time.Second, 10000),
 
@@ -151,10 +156,6 @@ func (h *Hub) Close() {
 // post per interval, whatever the number of subscribers.
 func (h *Hub) Run(ctx context.Context) error {
 	wait := h.reconcile
-	// present remembers the posts a reconcile has found: only those can be taken for deleted when
-	// a later read misses them. A post not projected yet (subscribed to right after its creation)
-	// is simply absent.
-	present := map[string]bool{}
 	for {
 		if !retry.Sleep(ctx, wait) {
 			return nil
@@ -169,16 +170,14 @@ func (h *Hub) Run(ctx context.Context) error {
 				ids = append(ids, id)
 			}
 		}
-		h.mu.Unlock()
-		followed := make(map[string]bool, len(ids))
-		for _, id := range ids {
-			followed[id] = true
-		}
-		for id := range present {
-			if !followed[id] {
-				delete(present, id) // nobody follows it any more
+		for id := range h.present {
+			_, likes := h.likes[id]
+			_, updates := h.updates[id]
+			if !likes && !updates {
+				delete(h.present, id) // nobody follows it any more
 			}
 		}
+		h.mu.Unlock()
 		var changes []read.Change
 		for _, id := range ids {
 			p, ok, err := h.reads.Post(ctx, id)
@@ -189,13 +188,16 @@ func (h *Hub) Run(ctx context.Context) error {
 				continue
 			}
 			if !ok {
-				if present[id] {
-					delete(present, id)
+				h.mu.Lock()
+				seen := h.present[id]
+				delete(h.present, id)
+				h.mu.Unlock()
+				if seen {
 					changes = append(changes, read.Change{PostID: id, Deleted: true})
 				}
 				continue
 			}
-			present[id] = true
+			h.markPresent(id)
 			changes = append(changes, read.Change{PostID: id, Version: p.Version, LikeVersion: p.LikeVersion,
 				Likes: p.Likes, LikesChange: true})
 		}
@@ -207,6 +209,13 @@ func (h *Hub) Run(ctx context.Context) error {
 		// gateway spends at most about 1,000 reads a second on reconciling.
 		wait = max(h.reconcile, time.Duration(len(ids))*time.Millisecond)
 	}
+}
+
+// markPresent records that a followed post was found in the read model.
+func (h *Hub) markPresent(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.present[id] = true
 }
 
 // changed returns a channel that is closed by the next Publish.

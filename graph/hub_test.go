@@ -205,3 +205,40 @@ func TestSubscribingToAPostNotProjectedYet(t *testing.T) {
 		}
 	}
 }
+
+// TestADeletionWhoseNoticeWasLostEndsPostUpdated: a subscription that started on a projected post
+// ends when a reconcile finds the post gone, even if no reconcile saw the post before.
+func TestADeletionWhoseNoticeWasLostEndsPostUpdated(t *testing.T) {
+	e := newEnv(t, func(_ *ServerConfig, h *[]HubOption) { *h = append(*h, WithReconcile(10*time.Millisecond)) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := e.commands.CreatePost(ctx, "alice", "soon gone", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.project()
+	r := &subscriptionResolver{&Resolver{Commands: e.commands, Reads: e.reads, Changes: e.hub}}
+	updates, err := r.PostUpdated(ctx, p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.commands.DeletePost(ctx, "alice", p.ID); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := e.store.ReadAll(ctx, 1, 10)
+	if _, err := e.model.Apply(ctx, evs); err != nil { // projected, but the Hub is not told
+		t.Fatal(err)
+	}
+	go e.hub.Run(ctx)
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case _, ok := <-updates:
+			if !ok {
+				return
+			}
+		case <-deadline:
+			t.Fatal("postUpdated of a deleted post never ended")
+		}
+	}
+}

@@ -218,6 +218,8 @@ func (r *Resolver) mustExist(ctx context.Context, id string) error {
 		return fmt.Errorf("read post %s: %w", id, err)
 	}
 	if ok {
+		// Now known to be in the read model: if a later reconcile misses it, it was deleted.
+		r.Changes.markPresent(id)
 		return nil
 	}
 	p, err := r.Commands.Post(ctx, id)
