@@ -224,9 +224,40 @@ func keyFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("write key: %w", err)
 	}
 	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, os.ErrExist) {
-		return nil, fmt.Errorf("install key %s: %w", path, err)
+		// Some filesystems (SMB, some FUSE mounts) have no hard links: create the file
+		// exclusively instead; a racing reader may then wait a moment for its content.
+		if err := writeExclusive(path, hex.EncodeToString(raw)+"\n"); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("install key %s: %w", path, err)
+		}
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		_ = d.Sync() // the new name must survive a power loss, or every token issued would be lost
+		d.Close()
+	}
+	for range 50 { // only a writeExclusive still writing leaves the key short
+		key, err := readKey(path)
+		if err == nil || errors.Is(err, os.ErrNotExist) {
+			return key, err
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	return readKey(path)
+}
+
+func writeExclusive(path, content string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func readKey(path string) ([]byte, error) {

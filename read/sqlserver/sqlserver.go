@@ -5,9 +5,11 @@ package sqlserver
 
 import (
 	"context"
+	"database/sql/driver"
 	"embed"
 	"fmt"
 	"io/fs"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	_ "github.com/microsoft/go-mssqldb" // registers the "sqlserver" driver
@@ -77,7 +79,14 @@ func (m *Model) Migrate(ctx context.Context) error {
 	if _, err := lock.ExecContext(ctx, migrateLock); err != nil {
 		return fmt.Errorf("migrate read model: lock: %w", err)
 	}
-	defer lock.ExecContext(context.WithoutCancel(ctx), migrateUnlock)
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := lock.ExecContext(uctx, migrateUnlock); err != nil {
+			// A session that still owns the lock must not go back to the pool: discard it.
+			_ = lock.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
 	sub, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return fmt.Errorf("migrate read model: %w", err)
