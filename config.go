@@ -41,7 +41,7 @@ var settings = []setting{
 	{"shutdown-timeout", "POSTGATE_SHUTDOWN_TIMEOUT", "20s", "how long a graceful shutdown may take"},
 	{"log-format", "POSTGATE_LOG_FORMAT", "text", "log format: text or json"},
 	{"log-level", "POSTGATE_LOG_LEVEL", "info", "log level: debug, info, warn, error"},
-	{"broker-addr", "POSTGATE_BROKER_ADDR", "127.0.0.1:9092", "listen address of `postgate broker`"},
+	{"broker-addr", "POSTGATE_BROKER_ADDR", "127.0.0.1:9092", "listen address of the broker command"},
 }
 
 // Config is the parsed configuration, shared by every command.

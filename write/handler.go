@@ -114,12 +114,13 @@ func (h *Handler) EditPost(ctx context.Context, actor, id, message string, expec
 		if err != nil {
 			return err
 		}
-		if expected != nil && p.Exists() && p.Version != *expected {
-			return Errorf(KindConflict, "post %s is at version %d, not %d", id, p.Version, *expected)
-		}
+		// Who may edit and what is valid come first: a version is only told to the author.
 		decided, err := p.Edit(actor, message)
 		if err != nil {
 			return err
+		}
+		if expected != nil && p.Version != *expected {
+			return Errorf(KindConflict, "post %s is at version %d, not %d", id, p.Version, *expected)
 		}
 		if _, err := h.appendPost(ctx, &p, snap, actor, decided); err != nil {
 			return err

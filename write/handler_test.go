@@ -84,6 +84,9 @@ func TestEditPostExpectedVersion(t *testing.T) {
 	if _, err := h.EditPost(ctx, "alice", p.ID, "v3", &v); !errors.Is(err, write.ErrConflict) {
 		t.Fatalf("edit at a stale version: %v, want a conflict", err)
 	}
+	if _, err := h.EditPost(ctx, "bob", p.ID, "mine", &v); !errors.Is(err, write.ErrForbidden) {
+		t.Fatalf("edit by someone else at a stale version: %v, want FORBIDDEN (a version is only told to the author)", err)
+	}
 	// Concurrent edits at the same expected version: one wins, the rest get CONFLICT.
 	v = 2
 	var wins, conflicts atomic.Int32

@@ -2,8 +2,8 @@ package write
 
 import (
 	"fmt"
-	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -263,7 +263,16 @@ func checkText(field, s string, max int) error {
 	if !utf8.ValidString(s) {
 		return Errorf(KindInvalid, "%s is not valid UTF-8", field)
 	}
-	if strings.TrimSpace(s) == "" {
+	visible := false
+	for _, r := range s {
+		if unicode.IsControl(r) && r != '\n' && r != '\r' && r != '\t' {
+			return Errorf(KindInvalid, "%s must not contain control characters", field)
+		}
+		if unicode.IsGraphic(r) && !unicode.IsSpace(r) {
+			visible = true
+		}
+	}
+	if !visible { // spaces, and invisible characters such as U+200B, are blank too
 		return Errorf(KindInvalid, "%s must not be blank", field)
 	}
 	if n := utf8.RuneCountInString(s); n > max {

@@ -50,6 +50,9 @@ func TestPostRules(t *testing.T) {
 	}{
 		{"create with a message", nil, func(p *write.Post) ([]write.Payload, error) { return p.Create("alice", "hi", "") }, nil, 1},
 		{"create with a blank message is invalid", nil, func(p *write.Post) ([]write.Payload, error) { return p.Create("alice", " \n\t", "") }, write.ErrInvalid, 0},
+		{"a message of invisible characters is blank", nil, func(p *write.Post) ([]write.Payload, error) { return p.Create("alice", "\u00a0\u200b", "") }, write.ErrInvalid, 0},
+		{"a message with a NUL is invalid", nil, func(p *write.Post) ([]write.Payload, error) { return p.Create("alice", "hi\x00there", "") }, write.ErrInvalid, 0},
+		{"a message over several lines is fine", nil, func(p *write.Post) ([]write.Payload, error) { return p.Create("alice", "line one\r\n\tline two", "") }, nil, 1},
 		{"create at exactly the length limit", nil, func(p *write.Post) ([]write.Payload, error) { return p.Create("alice", long, "") }, nil, 1},
 		{"create over the length limit is invalid", nil, func(p *write.Post) ([]write.Payload, error) { return p.Create("alice", long+"x", "") }, write.ErrInvalid, 0},
 		{"create an existing post is a conflict", created, func(p *write.Post) ([]write.Payload, error) { return p.Create("alice", "again", "") }, write.ErrConflict, 0},
