@@ -117,6 +117,9 @@ func (h *Hub) Publish(changes []read.Change) {
 		if c.LikesChange {
 			h.publishLikes(c)
 		}
+		if c.Deleted {
+			h.endLikes(c.PostID) // nothing more will change: like postUpdated, likeCount ends
+		}
 		h.publishUpdate(ctx, c)
 		if c.Created && !c.Deleted {
 			h.publishCreated(ctx, c)
@@ -209,6 +212,28 @@ func (h *Hub) Run(ctx context.Context) error {
 		// gateway spends at most about 1,000 reads a second on reconciling.
 		wait = max(h.reconcile, time.Duration(len(ids))*time.Millisecond)
 	}
+}
+
+// baseline records what a new subscriber has already seen (the read model's state when it
+// subscribed), so that the first message it gets is a change, not the state it could read.
+func baseline[T any](h *Hub, sets map[string]map[*subscriber[T]]struct{}, postID string, ch <-chan T, version, likeVersion int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range sets[postID] {
+		if s.ch == ch {
+			s.version, s.likeVersion = max(s.version, version), max(s.likeVersion, likeVersion)
+		}
+	}
+}
+
+// endLikes ends the likeCount subscriptions of a deleted post.
+func (h *Hub) endLikes(postID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.likes[postID] {
+		closeLocked(h, s)
+	}
+	delete(h.likes, postID)
 }
 
 // markPresent records that a followed post was found in the read model.

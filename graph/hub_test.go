@@ -242,3 +242,54 @@ func TestADeletionWhoseNoticeWasLostEndsPostUpdated(t *testing.T) {
 		}
 	}
 }
+
+// TestSubscribersGetChangesNotTheStateTheySubscribedTo: a subscription sends nothing until
+// something changes (a reconcile of an unchanged post is not a change), and likeCount ends, like
+// postUpdated, when the post is deleted.
+func TestSubscribersGetChangesNotTheStateTheySubscribedTo(t *testing.T) {
+	e := newEnv(t, func(_ *ServerConfig, h *[]HubOption) { *h = append(*h, WithReconcile(10*time.Millisecond)) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, _ := e.commands.CreatePost(ctx, "alice", "liked already", "")
+	if _, err := e.commands.LikePost(ctx, "bob", p.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.project()
+	r := &subscriptionResolver{&Resolver{Commands: e.commands, Reads: e.reads, Changes: e.hub}}
+	likes, err := r.LikeCount(ctx, p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	updates, err := r.PostUpdated(ctx, p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go e.hub.Run(ctx)
+	waitReconciles(t, e.hub, 3)
+	select {
+	case lc := <-likes:
+		t.Fatalf("likeCount sent %+v without a change", lc)
+	case up := <-updates:
+		t.Fatalf("postUpdated sent %+v without a change", up)
+	default:
+	}
+	if err := e.commands.DeletePost(ctx, "alice", p.ID); err != nil {
+		t.Fatal(err)
+	}
+	e.project()
+	for name, ended := range map[string]func() bool{
+		"likeCount":   func() bool { _, ok := <-likes; return !ok },
+		"postUpdated": func() bool { _, ok := <-updates; return !ok },
+	} {
+		res := make(chan bool, 1)
+		go func() { res <- ended() }()
+		select {
+		case ok := <-res:
+			if !ok {
+				t.Errorf("%s sent a message on deletion instead of ending", name)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s did not end after the post was deleted", name)
+		}
+	}
+}

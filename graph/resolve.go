@@ -190,10 +190,13 @@ func (r *Resolver) comments(ctx context.Context, p *Post) ([]*Comment, error) {
 func (r *Resolver) subscribeLikes(ctx context.Context, postID string) (<-chan *LikeCount, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	ch := r.Changes.SubscribeLikes(sctx, postID)
-	if err := r.mustExist(ctx, postID); err != nil {
+	p, err := r.mustExist(ctx, postID)
+	if err != nil {
 		cancel()
 		return nil, err
 	}
+	// What the client can read now is not a change: only what comes after it is sent.
+	baseline(r.Changes, r.Changes.likes, postID, ch, p.Version, p.LikeVersion)
 	context.AfterFunc(ctx, cancel)
 	return ch, nil
 }
@@ -201,10 +204,12 @@ func (r *Resolver) subscribeLikes(ctx context.Context, postID string) (<-chan *L
 func (r *Resolver) subscribeUpdates(ctx context.Context, postID string) (<-chan *Post, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	ch := r.Changes.SubscribeUpdates(sctx, postID)
-	if err := r.mustExist(ctx, postID); err != nil {
+	p, err := r.mustExist(ctx, postID)
+	if err != nil {
 		cancel()
 		return nil, err
 	}
+	baseline(r.Changes, r.Changes.updates, postID, ch, p.Version, p.LikeVersion)
 	context.AfterFunc(ctx, cancel)
 	return ch, nil
 }
@@ -212,24 +217,25 @@ func (r *Resolver) subscribeUpdates(ctx context.Context, postID string) (<-chan 
 // mustExist fails with NOT_FOUND unless post id is live. A post the read model does not hold yet
 // may just have been created (a client that creates a post and subscribes to it at once races the
 // projector), so on a miss the write side decides: only an unknown or deleted post is NOT_FOUND.
-func (r *Resolver) mustExist(ctx context.Context, id string) error {
-	_, ok, err := r.Reads.Post(ctx, id)
+// It returns the read model's post, zero when the read model does not hold it yet.
+func (r *Resolver) mustExist(ctx context.Context, id string) (read.Post, error) {
+	rp, ok, err := r.Reads.Post(ctx, id)
 	if err != nil {
-		return fmt.Errorf("read post %s: %w", id, err)
+		return read.Post{}, fmt.Errorf("read post %s: %w", id, err)
 	}
 	if ok {
 		// Now known to be in the read model: if a later reconcile misses it, it was deleted.
 		r.Changes.markPresent(id)
-		return nil
+		return rp, nil
 	}
 	p, err := r.Commands.Post(ctx, id)
 	if err != nil {
-		return fmt.Errorf("load post %s: %w", id, err)
+		return read.Post{}, fmt.Errorf("load post %s: %w", id, err)
 	}
 	if !p.Exists() {
-		return errNotFound("post %s not found", id)
+		return read.Post{}, errNotFound("post %s not found", id)
 	}
-	return nil
+	return read.Post{}, nil
 }
 
 func deref[T any](p *T) T {
