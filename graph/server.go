@@ -1,10 +1,14 @@
 package graph
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -108,7 +112,7 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 	if !cfg.DisableIntrospection {
 		srv.Use(extension.Introspection{})
 	}
-	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](cfg.APQCacheSize)})
+	srv.Use(codedAPQ{extension.AutomaticPersistedQuery{Cache: lru.New[string](cfg.APQCacheSize)}})
 	srv.Use(extension.FixedComplexityLimit(cfg.ComplexityLimit))
 	srv.SetErrorPresenter(presentError(cfg.Logger, cfg.Metrics))
 	srv.SetRecoverFunc(recoverPanic(cfg.Logger))
@@ -118,7 +122,7 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 	srv.AroundResponses(perResponse(r))
 
 	mux := http.NewServeMux()
-	mux.Handle("/graphql", limitBody(cfg.MaxBodyBytes, authenticate(cfg.Secret, srv)))
+	mux.Handle("/graphql", codedErrors(limitBody(cfg.MaxBodyBytes, authenticate(cfg.Secret, srv))))
 	mountGraphiQL(mux, "/graphql")
 
 	c := cors.New(cors.Options{
@@ -231,6 +235,108 @@ func limitBody(limit int64, next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// codedAPQ is gqlgen's persisted-query extension with a code on every error: its "provided APQ
+// hash does not match query" carried none.
+type codedAPQ struct {
+	extension.AutomaticPersistedQuery
+}
+
+func (a codedAPQ) MutateOperationParameters(ctx context.Context, raw *graphql.RawParams) *gqlerror.Error {
+	err := a.AutomaticPersistedQuery.MutateOperationParameters(ctx, raw)
+	if err != nil && err.Extensions["code"] == nil {
+		if err.Extensions == nil {
+			err.Extensions = map[string]any{}
+		}
+		err.Extensions["code"] = CodeBadUserInput
+	}
+	return err
+}
+
+// codedErrors gives a code to the errors gqlgen's transports answer with by themselves, before
+// any operation runs ("transport not supported", a mutation over GET): the contract promises
+// extensions.code on every error. Only responses with an error status are looked at.
+func codedErrors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cw := &codingWriter{ResponseWriter: w}
+		next.ServeHTTP(cw, r)
+		cw.finish()
+	})
+}
+
+// codingWriter passes a response through, except one with a status of 400 or more, which it
+// holds until the end to add the missing codes.
+type codingWriter struct {
+	http.ResponseWriter
+	status int
+	held   bytes.Buffer
+}
+
+func (c *codingWriter) WriteHeader(status int) {
+	if c.status != 0 {
+		return
+	}
+	c.status = status
+	if status < 400 {
+		c.ResponseWriter.WriteHeader(status)
+	}
+}
+
+func (c *codingWriter) Write(b []byte) (int, error) {
+	if c.status == 0 {
+		c.WriteHeader(http.StatusOK)
+	}
+	if c.status >= 400 {
+		return c.held.Write(b)
+	}
+	return c.ResponseWriter.Write(b)
+}
+
+func (c *codingWriter) finish() {
+	if c.status < 400 {
+		return
+	}
+	body := c.held.Bytes()
+	var resp struct {
+		Errors []map[string]any `json:"errors"`
+		Data   any              `json:"data"`
+	}
+	if json.Unmarshal(body, &resp) == nil && len(resp.Errors) > 0 {
+		for _, e := range resp.Errors {
+			ext, _ := e["extensions"].(map[string]any)
+			if ext == nil {
+				ext = map[string]any{}
+				e["extensions"] = ext
+			}
+			if _, ok := ext["code"]; !ok {
+				ext["code"] = CodeBadRequest
+			}
+		}
+		if b, err := json.Marshal(resp); err == nil {
+			body = b
+			c.ResponseWriter.Header().Del("Content-Length")
+		}
+	}
+	c.ResponseWriter.WriteHeader(c.status)
+	_, _ = c.ResponseWriter.Write(body)
+}
+
+// Flush, Hijack and Unwrap keep SSE streaming and websocket upgrades working through the wrapper.
+func (c *codingWriter) Flush() {
+	if f, ok := c.ResponseWriter.(http.Flusher); ok && c.status < 400 {
+		f.Flush()
+	}
+}
+
+func (c *codingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h, ok := c.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("hijacking not supported")
+	}
+	return h.Hijack()
+}
+
+func (c *codingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
 // complexity makes lists cost what they can return: a page of posts costs its size times what
 // each post costs, and a post's comments (an unpaged list) five times theirs. Without it gqlgen

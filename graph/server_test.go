@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"html"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -389,5 +391,40 @@ func TestHubDropsASlowSubscriberWithoutSlowingOthers(t *testing.T) {
 	}
 	if !overflowFlag(slowCtx).Load() {
 		t.Fatal("slow subscriber was not flagged as dropped")
+	}
+}
+
+// TestEveryErrorHasACode: errors that gqlgen's transports and extensions produce on their own
+// carry an extensions.code too.
+func TestEveryErrorHasACode(t *testing.T) {
+	e := newEnv(t)
+	send := func(method, url, contentType, body string) gqlResponse {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		res, err := e.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		var r gqlResponse
+		_ = json.Unmarshal(b, &r)
+		r.status, r.raw = res.StatusCode, string(b)
+		return r
+	}
+	cases := map[string]gqlResponse{
+		"a text/plain POST":   send(http.MethodPost, e.srv.URL+"/graphql", "text/plain", `{ posts { pageInfo { hasNextPage } } }`),
+		"a DELETE":            send(http.MethodDelete, e.srv.URL+"/graphql", "", ""),
+		"a mutation over GET": send(http.MethodGet, e.srv.URL+"/graphql?query="+url.QueryEscape(`mutation { createPost(message: "x") { id } }`), "", ""),
+		"a persisted-query hash that does not match": send(http.MethodPost, e.srv.URL+"/graphql", "application/json",
+			`{"query":"{ posts { pageInfo { hasNextPage } } }","extensions":{"persistedQuery":{"version":1,"sha256Hash":"deadbeef"}}}`),
+	}
+	for name, r := range cases {
+		if len(r.Errors) == 0 || r.code() == "" {
+			t.Errorf("%s: %d %s, want an error with extensions.code", name, r.status, r.raw)
+		}
 	}
 }
