@@ -39,7 +39,7 @@ type ServerConfig struct {
 	// APQCacheSize is the number of persisted queries kept (default 1000).
 	APQCacheSize int
 	// ComplexityLimit bounds the complexity of one operation (default 5000; a page of 100 posts
-	// with their comments costs about 1,800).
+	// with every field and their comments costs about 4,600).
 	ComplexityLimit int
 	// ParserTokenLimit bounds the tokens of one query document (default 15000).
 	ParserTokenLimit int
