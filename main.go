@@ -175,6 +175,26 @@ func openReadModel(ctx context.Context, cfg *Config) (readModel, error) {
 	return readsqlite.Open(ctx, dsn)
 }
 
+// openStores opens the event store and the migrated read model, for the commands that compare or
+// rebuild one from the other; closeAll closes both.
+func openStores(ctx context.Context, cfg *Config) (write.EventStore, readModel, func(), error) {
+	store, err := openEventStore(ctx, cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	model, err := openReadModel(ctx, cfg)
+	if err != nil {
+		store.Close()
+		return nil, nil, nil, err
+	}
+	if err := model.Migrate(ctx); err != nil {
+		model.Close()
+		store.Close()
+		return nil, nil, nil, err
+	}
+	return store, model, func() { model.Close(); store.Close() }, nil
+}
+
 // jwtSecret returns the configured key, or the one kept in the data dir (made on first use).
 func jwtSecret(cfg *Config) ([]byte, error) {
 	if s := cfg.str("jwt-secret"); s != "" {
@@ -308,19 +328,11 @@ func migrate(ctx context.Context, cfg *Config, stdout io.Writer) error {
 }
 
 func verify(ctx context.Context, cfg *Config, stdout io.Writer) (int, error) {
-	store, err := openEventStore(ctx, cfg)
+	store, model, closeAll, err := openStores(ctx, cfg)
 	if err != nil {
 		return 0, err
 	}
-	defer store.Close()
-	model, err := openReadModel(ctx, cfg)
-	if err != nil {
-		return 0, err
-	}
-	defer model.Close()
-	if err := model.Migrate(ctx); err != nil {
-		return 0, err
-	}
+	defer closeAll()
 	diffs, err := projector.Verify(ctx, store, model)
 	if err != nil {
 		return 0, err
@@ -337,19 +349,11 @@ func verify(ctx context.Context, cfg *Config, stdout io.Writer) (int, error) {
 }
 
 func rebuild(ctx context.Context, cfg *Config, stdout io.Writer) error {
-	store, err := openEventStore(ctx, cfg)
+	store, model, closeAll, err := openStores(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	model, err := openReadModel(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer model.Close()
-	if err := model.Migrate(ctx); err != nil {
-		return err
-	}
+	defer closeAll()
 	progress := plainProgress(stdout)
 	if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		bar := progressbar.Default(-1, "rebuilding read model")
