@@ -25,6 +25,8 @@ const (
 	CodeInternal        = "INTERNAL_SERVER_ERROR"
 	CodeBadRequest      = "BAD_REQUEST"
 	CodeTooSlow         = "SUBSCRIBER_TOO_SLOW"
+	CodeLimitExceeded   = "LIMIT_EXCEEDED"
+	CodeRateLimited     = "RATE_LIMITED"
 )
 
 // codedError is an error of this layer whose message is safe to show, with its code.
@@ -39,6 +41,10 @@ func errUnauthenticated(msg string) error { return &codedError{code: CodeUnauthe
 
 func errBadInput(format string, args ...any) error {
 	return &codedError{code: CodeBadUserInput, msg: fmt.Sprintf(format, args...)}
+}
+
+func errLimit(format string, args ...any) error {
+	return &codedError{code: CodeLimitExceeded, msg: fmt.Sprintf(format, args...)}
 }
 
 func errNotFound(format string, args ...any) error {
