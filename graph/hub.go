@@ -9,6 +9,7 @@ import (
 
 	"github.com/postgate/postgate/internal/retry"
 	"github.com/postgate/postgate/read"
+	"github.com/postgate/postgate/write"
 )
 
 // Hub fans the projector's committed changes out to subscriptions. It reads the read model at most
@@ -28,12 +29,17 @@ type Hub struct {
 
 	publishMu sync.Mutex // serialises Publish, so every subscriber sees changes in commit order
 
-	mu      sync.Mutex // guards the subscriber sets and wake
+	mu      sync.Mutex // guards the subscriber sets and the waits
 	likes   map[string]map[*subscriber[*LikeCount]]struct{}
 	updates map[string]map[*subscriber[*Post]]struct{}
 	created map[*subscriber[*Post]]struct{}
-	wake    chan struct{} // closed and replaced on every Publish; wakes minVersion waiters
-	done    bool          // set by Close: every subscription has ended and new ones end at once
+	// waits holds, per post, the channel that the next Publish naming that post closes: a
+	// post(minVersion:) waiter wakes only for its own post. waiting counts the waiters of every
+	// post, at most maxWaiters.
+	waits      map[string]*postWait
+	waiting    int
+	maxWaiters int
+	done       bool // set by Close: every subscription has ended and new ones end at once
 	// present holds the followed posts known to be in the read model (found by a reconcile, or by a
 	// subscription as it started): only those may be taken for deleted when a later read misses
 	// them. A post not projected yet (subscribed to right after its creation) is simply absent.
@@ -52,6 +58,10 @@ func WithBuffer(n int) HubOption { return func(h *Hub) { h.buffer = max(n, 1) } 
 func WithPostCache(ttl time.Duration) HubOption {
 	return func(h *Hub) { h.cache = newPostCache(ttl, 10000) }
 }
+
+// WithMaxWaiters bounds the post(minVersion:) requests waiting at once on this Hub (default 1,000);
+// beyond it a wait is refused with LIMIT_EXCEEDED at once.
+func WithMaxWaiters(n int) HubOption { return func(h *Hub) { h.maxWaiters = max(n, 1) } }
 
 // WithReconcile sets how often Run re-reads the posts that have subscribers (default 2 s).
 func WithReconcile(d time.Duration) HubOption {
@@ -74,8 +84,10 @@ func NewHub(reads read.Queries, opts ...HubOption) *Hub {
 		updates: map[string]map[*subscriber[*Post]]struct{}{},
 		created: map[*subscriber[*Post]]struct{}{},
 		present: map[string]bool{},
-		wake:    make(chan struct{}),
+		waits:   map[string]*postWait{},
 		cache:   newPostCache(time.Second, 10000),
+
+		maxWaiters: 1000,
 
 		reconcile: 2 * time.Second,
 	}
@@ -105,8 +117,12 @@ func (h *Hub) Publish(changes []read.Change) {
 
 	h.cache.evict(changes)
 	h.mu.Lock()
-	close(h.wake)
-	h.wake = make(chan struct{})
+	for _, c := range changes {
+		if w := h.waits[c.PostID]; w != nil {
+			close(w.ch)
+			w.ch = make(chan struct{})
+		}
+	}
 	h.mu.Unlock()
 
 	// Publish runs on the change follower's goroutines: a read that hangs must not stall every
@@ -243,11 +259,48 @@ func (h *Hub) markPresent(id string) {
 	h.present[id] = true
 }
 
-// changed returns a channel that is closed by the next Publish.
-func (h *Hub) changed() <-chan struct{} {
+// postWait is the wake-up channel of one post's minVersion waiters, and how many there are.
+type postWait struct {
+	ch chan struct{}
+	n  int
+}
+
+// errTooManyWaiters refuses a post(minVersion:) wait beyond the Hub's bound.
+var errTooManyWaiters = errLimit("too many post(minVersion:) requests are waiting; retry shortly")
+
+// watch registers a minVersion waiter of post id and returns the function that gives the channel
+// the next Publish of that post closes (take it before each read, so a Publish in between is not
+// missed) and the one that unregisters. Errors: LIMIT_EXCEEDED beyond the Hub's bound.
+func (h *Hub) watch(id string) (changed func() <-chan struct{}, release func(), err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.wake
+	if h.waiting >= h.maxWaiters {
+		return nil, nil, errTooManyWaiters
+	}
+	w := h.waits[id]
+	if w == nil {
+		w = &postWait{ch: make(chan struct{})}
+		h.waits[id] = w
+	}
+	w.n++
+	h.waiting++
+	changed = func() <-chan struct{} {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return w.ch
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			h.waiting--
+			if w.n--; w.n == 0 {
+				delete(h.waits, id)
+			}
+		})
+	}
+	return changed, release, nil
 }
 
 func (h *Hub) publishLikes(c read.Change) {
@@ -469,18 +522,26 @@ func (h *Hub) endUpdates(postID string, ch <-chan *Post) {
 	}
 }
 
-// waitVersion waits until the read model holds version min of stream, ctx ends, or limit passes
-// (then it returns nil: the caller resolves what there is). It wakes on every Publish and, in case
-// no Hub is wired to a projector, also polls with backoff.
-func waitVersion(ctx context.Context, reads read.Queries, hub *Hub, stream string, min int64, limit time.Duration) error {
+// waitVersion waits until the read model holds version min of post id's stream, ctx ends, or limit
+// passes (then it returns nil: the caller resolves what there is). It wakes on every Publish of that
+// post and, since change notifications are at most once, also polls with backoff up to a second.
+// Errors: LIMIT_EXCEEDED when the Hub has as many waiters as it allows.
+func waitVersion(ctx context.Context, reads read.Queries, hub *Hub, id string, min int64, limit time.Duration) error {
+	stream := write.PostStream(id)
+	changed := func() <-chan struct{} { return nil }
+	if hub != nil {
+		c, release, err := hub.watch(id)
+		if err != nil {
+			return err
+		}
+		defer release()
+		changed = c
+	}
 	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
-	backoff := 2 * time.Millisecond
+	backoff := 5 * time.Millisecond
 	for {
-		var wake <-chan struct{}
-		if hub != nil {
-			wake = hub.changed() // taken before reading, so a Publish in between is not missed
-		}
+		wake := changed() // taken before reading, so a Publish in between is not missed
 		v, err := reads.StreamVersion(ctx, stream)
 		if err != nil {
 			return err
@@ -500,7 +561,7 @@ func waitVersion(ctx context.Context, reads read.Queries, hub *Hub, stream strin
 			return ctx.Err()
 		}
 		t.Stop()
-		backoff = min64dur(backoff*2, 200*time.Millisecond)
+		backoff = min64dur(backoff*2, time.Second)
 	}
 }
 

@@ -16,6 +16,7 @@ type Metrics struct {
 	mutations   *prometheus.HistogramVec
 	subscribers *prometheus.GaugeVec
 	dropped     prometheus.Counter
+	limited     prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them on reg. Errors: a registration conflict.
@@ -42,8 +43,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "postgate_graphql_subscribers_dropped_total",
 			Help: "Subscriptions ended because their buffer overflowed (a client too slow to keep up).",
 		}),
+		limited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "postgate_graphql_rate_limited_total",
+			Help: "Operations refused with RATE_LIMITED (a user over the mutation rate).",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.errors, m.mutations, m.subscribers, m.dropped} {
+	for _, c := range []prometheus.Collector{m.requests, m.errors, m.mutations, m.subscribers, m.dropped, m.limited} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -60,6 +65,12 @@ func (m *Metrics) countError(code string) {
 func (m *Metrics) subscribed(field string, delta float64) {
 	if m != nil {
 		m.subscribers.WithLabelValues(field).Add(delta)
+	}
+}
+
+func (m *Metrics) rateLimited() {
+	if m != nil {
+		m.limited.Inc()
 	}
 }
 

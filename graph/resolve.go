@@ -80,7 +80,7 @@ func (r *Resolver) likesOf(ctx context.Context, id string) (int64, error) {
 
 func (r *Resolver) post(ctx context.Context, id string, minVersion *int64) (*Post, error) {
 	if minVersion != nil && *minVersion > 0 {
-		if err := waitVersion(ctx, r.Reads, r.Changes, write.PostStream(id), *minVersion, MinVersionWait); err != nil {
+		if err := r.waitForVersion(ctx, id, *minVersion); err != nil {
 			return nil, fmt.Errorf("wait for post %s version %d: %w", id, *minVersion, err)
 		}
 	}
@@ -97,6 +97,25 @@ func (r *Resolver) post(ctx context.Context, id string, minVersion *int64) (*Pos
 		return nil, nil
 	}
 	return postFromRead(p), nil
+}
+
+// waitForVersion waits (at most MinVersionWait) until the read model holds version min of post
+// id, but only when there is something to wait for: when the read model is behind, the event store
+// decides, and a post it does not hold (unknown, or deleted) or a version it has not reached yet
+// answers at once instead of holding a waiter for the whole bound.
+func (r *Resolver) waitForVersion(ctx context.Context, id string, min int64) error {
+	v, err := r.Reads.StreamVersion(ctx, write.PostStream(id))
+	if err != nil || v >= min {
+		return err
+	}
+	p, err := r.Commands.Post(ctx, id)
+	if err != nil {
+		return err
+	}
+	if p.Version < min {
+		return nil // that version does not exist (yet, or ever): waiting cannot bring it
+	}
+	return waitVersion(ctx, r.Reads, r.Changes, id, min, MinVersionWait)
 }
 
 func (r *Resolver) posts(ctx context.Context, first *int64, after, author *string, minLikes *int64, withComments *bool, orderBy *PostOrder) (*PostConnection, error) {

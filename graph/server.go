@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,14 @@ type ServerConfig struct {
 	ParserTokenLimit int
 	// MaxBodyBytes bounds a request body (default 1 MiB).
 	MaxBodyBytes int64
+	// MutationRate and MutationBurst bound the mutation root fields one user may run: a token
+	// bucket of MutationBurst (default 40) refilled at MutationRate a second (default 20); a
+	// negative rate turns the bound off. Over it: RATE_LIMITED with retryAfter, HTTP 429.
+	MutationRate  float64
+	MutationBurst int
+	// MaxSubscriptions bounds the subscriptions of this gateway over every transport (default
+	// 50,000); beyond it a subscribe gets LIMIT_EXCEEDED.
+	MaxSubscriptions int
 	// PingInterval is the websocket ping interval of both subprotocols (default 10 s).
 	PingInterval time.Duration
 	// Logger receives internal errors (default: discarded).
@@ -63,6 +72,11 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	def(&c.APQCacheSize, 1000)
 	def(&c.ComplexityLimit, 5000)
 	def(&c.ParserTokenLimit, 15000)
+	def(&c.MutationBurst, 40)
+	def(&c.MaxSubscriptions, 50000)
+	if c.MutationRate == 0 {
+		c.MutationRate = 20
+	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
@@ -117,12 +131,15 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 	srv.SetErrorPresenter(presentError(cfg.Logger, cfg.Metrics))
 	srv.SetRecoverFunc(recoverPanic(cfg.Logger))
 	srv.AroundOperations(cfg.Metrics.aroundOperations)
-	srv.AroundOperations(guardOperation(cfg.Metrics))
+	srv.AroundOperations(guardOperation(cfg.Metrics, &edgeLimits{
+		users: newUserLimits(cfg.MutationRate, cfg.MutationBurst),
+		subs:  &subscriptionCount{max: int64(cfg.MaxSubscriptions)},
+	}))
 	srv.AroundRootFields(cfg.Metrics.aroundRootFields)
 	srv.AroundResponses(perResponse(r))
 
 	mux := http.NewServeMux()
-	mux.Handle("/graphql", codedErrors(limitBody(cfg.MaxBodyBytes, authenticate(cfg.Secret, srv))))
+	mux.Handle("/graphql", withHints(codedErrors(limitBody(cfg.MaxBodyBytes, authenticate(cfg.Secret, srv)))))
 	mountGraphiQL(mux, "/graphql")
 
 	c := cors.New(cors.Options{
@@ -162,9 +179,11 @@ func wsInit(secret []byte) transport.WebsocketInitFunc {
 	}
 }
 
-// guardOperation fails an operation that presented a bad token, and a mutation without a token,
-// before any resolver runs. It also gives subscriptions the flag that reports an overflow.
-func guardOperation(m *Metrics) graphql.OperationMiddleware {
+// guardOperation fails an operation that presented a bad token, a mutation without a token or
+// beyond its user's rate, and a subscription on a transport that cannot stream or beyond the
+// gateway's bound, before any resolver runs. It also gives subscriptions the flag that reports an
+// overflow.
+func guardOperation(m *Metrics, limits *edgeLimits) graphql.OperationMiddleware {
 	return func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 		id := identityFrom(ctx)
 		oc := graphql.GetOperationContext(ctx)
@@ -181,7 +200,13 @@ func guardOperation(m *Metrics) graphql.OperationMiddleware {
 					m.countError(CodeUnauthenticated)
 					return graphql.OneShot(unauthenticated("a valid bearer token is required"))
 				}
+				if resp := limits.limitMutation(ctx, m, id.user, oc); resp != nil {
+					return graphql.OneShot(resp)
+				}
 			case ast.Subscription:
+				if resp := limits.limitSubscription(ctx, m); resp != nil {
+					return graphql.OneShot(resp)
+				}
 				ctx = context.WithValue(ctx, overflowKey{}, new(atomic.Bool))
 			}
 		}
@@ -258,7 +283,7 @@ func (a codedAPQ) MutateOperationParameters(ctx context.Context, raw *graphql.Ra
 // extensions.code on every error. Only responses with an error status are looked at.
 func codedErrors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cw := &codingWriter{ResponseWriter: w}
+		cw := &codingWriter{ResponseWriter: w, hints: hintsFrom(r.Context())}
 		next.ServeHTTP(cw, r)
 		cw.finish()
 	})
@@ -268,6 +293,7 @@ func codedErrors(next http.Handler) http.Handler {
 // holds until the end to add the missing codes.
 type codingWriter struct {
 	http.ResponseWriter
+	hints  *requestHints // an operation's status (429, 400) replaces the transport's 200
 	status int
 	held   bytes.Buffer
 }
@@ -275,6 +301,14 @@ type codingWriter struct {
 func (c *codingWriter) WriteHeader(status int) {
 	if c.status != 0 {
 		return
+	}
+	if h := c.hints; h != nil && status == http.StatusOK {
+		if s := int(h.status.Load()); s != 0 {
+			status = s
+			if ra := h.retryAfter.Load(); ra > 0 {
+				c.ResponseWriter.Header().Set("Retry-After", strconv.Itoa(int(ra)))
+			}
+		}
 	}
 	c.status = status
 	if status < 400 {
