@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -38,6 +39,14 @@ var settings = []setting{
 	{"introspection", "POSTGATE_INTROSPECTION", "true", "allow GraphQL schema introspection"},
 	{"max-body", "POSTGATE_MAX_BODY_BYTES", "1048576", "largest accepted request body"},
 	{"complexity", "POSTGATE_COMPLEXITY_LIMIT", "5000", "largest accepted operation complexity (a page of 100 posts with every field and their comments costs about 4,600)"},
+	{"max-connections", "POSTGATE_MAX_CONNECTIONS", "10000", "most HTTP connections open at once (websockets included); beyond it a connection is answered 503 (lowered to fit the descriptor limit)"},
+	{"header-timeout", "POSTGATE_HEADER_TIMEOUT", "10s", "time a client has to send its request headers"},
+	{"body-timeout", "POSTGATE_BODY_TIMEOUT", "30s", "time a client has to send its request body"},
+	{"idle-timeout", "POSTGATE_IDLE_TIMEOUT", "120s", "idle keep-alive connections are closed after this"},
+	{"mutation-rate", "POSTGATE_MUTATION_RATE", "20", "mutations per second per user (0: no limit); over it RATE_LIMITED, HTTP 429"},
+	{"mutation-burst", "POSTGATE_MUTATION_BURST", "40", "mutations a user may run at once before mutation-rate applies"},
+	{"max-subscriptions", "POSTGATE_MAX_SUBSCRIPTIONS", "50000", "most subscriptions one gateway serves, over every transport"},
+	{"max-waiters", "POSTGATE_MAX_WAITERS", "1000", "most post(minVersion:) requests waiting at once on one gateway"},
 	{"shutdown-timeout", "POSTGATE_SHUTDOWN_TIMEOUT", "20s", "how long a graceful shutdown may take"},
 	{"log-format", "POSTGATE_LOG_FORMAT", "text", "log format: text or json"},
 	{"log-level", "POSTGATE_LOG_LEVEL", "info", "log level: debug, info, warn, error"},
@@ -86,6 +95,36 @@ func (c *Config) int(name string) (int, error) {
 		return 0, fmt.Errorf("--%s: %w", name, err)
 	}
 	return n, nil
+}
+
+// positive reads a setting that must be a whole number of at least 1.
+func (c *Config) positive(name string) (int, error) {
+	n, err := c.int(name)
+	if err == nil && n < 1 {
+		err = fmt.Errorf("--%s: must be at least 1, got %d", name, n)
+	}
+	return n, err
+}
+
+// float reads a setting that must be a number of at least 0.
+func (c *Config) float(name string) (float64, error) {
+	f, err := strconv.ParseFloat(c.str(name), 64)
+	if err != nil {
+		return 0, fmt.Errorf("--%s: %w", name, err)
+	}
+	if f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("--%s: must be a number of at least 0, got %s", name, c.str(name))
+	}
+	return f, nil
+}
+
+// timeout reads a setting that must be a positive duration.
+func (c *Config) timeout(name string) (time.Duration, error) {
+	d, err := c.duration(name)
+	if err == nil && d <= 0 {
+		err = fmt.Errorf("--%s: must be a positive duration, got %s", name, c.str(name))
+	}
+	return d, err
 }
 
 func (c *Config) bool(name string) (bool, error) {

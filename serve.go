@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/postgate/postgate/graph"
+	"github.com/postgate/postgate/internal/conncap"
 	"github.com/postgate/postgate/internal/retry"
 	"github.com/postgate/postgate/projector"
 	pkafka "github.com/postgate/postgate/projector/kafka"
@@ -93,6 +94,10 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		return nil, err
 	}
 	complexity, err := cfg.int("complexity")
+	if err != nil {
+		return nil, err
+	}
+	edge, err := edgeSettings(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +222,8 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		if err != nil {
 			return nil, err
 		}
-		hub = graph.NewHub(model, graph.WithHubLogger(log), graph.WithHubMetrics(metrics))
+		hub = graph.NewHub(model, graph.WithHubLogger(log), graph.WithHubMetrics(metrics),
+			graph.WithMaxWaiters(edge.waiters))
 		// Every gateway follows the changes topic, also beside an in-process projector: other
 		// projector processes own other partitions, and one path means no duplicate messages.
 		follower := pkafka.NewChangeFollower(brokers, changesTopic, hub.Publish)
@@ -237,6 +243,9 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 			DisableIntrospection: !introspection,
 			MaxBodyBytes:         int64(maxBody),
 			ComplexityLimit:      complexity,
+			MutationRate:         edge.mutationRate,
+			MutationBurst:        edge.mutationBurst,
+			MaxSubscriptions:     edge.subscriptions,
 			Logger:               log,
 			Metrics:              metrics,
 		}, &graph.Resolver{Commands: write.NewHandler(commandStore), Reads: model, Changes: hub, Logger: log})
@@ -262,13 +271,27 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		fmt.Fprintln(w, "ready")
 	})
 
-	s.listener, err = net.Listen("tcp", cfg.str("addr"))
+	ln, err := net.Listen("tcp", cfg.str("addr"))
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
+	maxConns := fitDescriptors(edge.connections, log)
+	refused := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "postgate_http_connections_refused_total",
+		Help: "Connections answered 503 because the gateway held as many as --max-connections allows.",
+	})
+	reg.MustRegister(refused)
+	capped := conncap.New(ln, maxConns, refused.Inc)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "postgate_http_connections_open",
+		Help: "HTTP connections open now, websockets included.",
+	}, func() float64 { return float64(capped.Open()) }))
+	s.listener = capped
 	s.http = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:           bodyDeadline(edge.bodyTimeout, mux),
+		ReadHeaderTimeout: edge.headerTimeout,
+		IdleTimeout:       edge.idleTimeout,
+		MaxHeaderBytes:    64 << 10,
 		BaseContext:       func(net.Listener) context.Context { return bg },
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

@@ -218,7 +218,12 @@ func (e *env) createPost(user, message string) postJSON {
 // countingQueries counts the read-model queries per method, to pin batching.
 type countingQueries struct {
 	read.Queries
-	posts, comments, likedBy, single atomic.Int64
+	posts, comments, likedBy, single, versions atomic.Int64
+}
+
+func (c *countingQueries) StreamVersion(ctx context.Context, stream string) (int64, error) {
+	c.versions.Add(1)
+	return c.Queries.StreamVersion(ctx, stream)
 }
 
 func (c *countingQueries) Post(ctx context.Context, id string) (read.Post, bool, error) {

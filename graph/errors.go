@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -85,7 +86,7 @@ func presentError(logger *slog.Logger, m *Metrics) graphql.ErrorPresenterFunc {
 		gqlErr := graphql.DefaultErrorPresenter(ctx, err)
 		cause := gqlErr.Err
 		if cause == nil {
-			maskTransportError(gqlErr)
+			maskTransportError(ctx, gqlErr)
 			m.countError(codeOf(gqlErr))
 			return gqlErr
 		}
@@ -100,7 +101,12 @@ func presentError(logger *slog.Logger, m *Metrics) graphql.ErrorPresenterFunc {
 			m.countError(codeOf(gqlErr))
 			return gqlErr
 		}
-		logger.ErrorContext(ctx, "graphql: internal error", "path", gqlErr.Path.String(), "err", cause)
+		if errors.Is(cause, context.Canceled) && ctx.Err() != nil {
+			// The client hung up (or the server is shutting down): nobody reads this error.
+			logger.DebugContext(ctx, "graphql: request ended by its client", "path", gqlErr.Path.String())
+		} else {
+			logger.ErrorContext(ctx, "graphql: internal error", "path", gqlErr.Path.String(), "err", cause)
+		}
 		m.countError(CodeInternal)
 		return &gqlerror.Error{
 			Message:    "internal server error",
@@ -112,18 +118,25 @@ func presentError(logger *slog.Logger, m *Metrics) graphql.ErrorPresenterFunc {
 
 // maskTransportError rewrites the transports' request errors: the POST transport echoes the whole
 // body of a malformed request (possibly secrets), and a body over the limit reads as an I/O error.
-func maskTransportError(e *gqlerror.Error) {
+func maskTransportError(ctx context.Context, e *gqlerror.Error) {
 	switch {
 	case strings.HasPrefix(e.Message, "json request body could not be decoded"):
 		e.Message = "request body is not valid JSON"
 		e.Extensions = map[string]any{"code": CodeBadRequest}
 	case strings.HasPrefix(e.Message, "could not read request body"):
-		if strings.Contains(e.Message, "too large") {
-			e.Message = "request body is too large"
-		} else {
+		status := http.StatusBadRequest
+		switch {
+		case strings.Contains(e.Message, "too large"):
+			e.Message, status = "request body is too large", http.StatusRequestEntityTooLarge
+		case strings.Contains(e.Message, "timeout"):
+			e.Message, status = "request body not received in time", http.StatusRequestTimeout
+		default:
 			e.Message = "could not read request body"
 		}
 		e.Extensions = map[string]any{"code": CodeBadRequest}
+		if h := hintsFrom(ctx); h != nil {
+			h.status.Store(int32(status))
+		}
 	}
 }
 

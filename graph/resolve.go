@@ -104,9 +104,8 @@ func (r *Resolver) post(ctx context.Context, id string, minVersion *int64) (*Pos
 // decides, and a post it does not hold (unknown, or deleted) or a version it has not reached yet
 // answers at once instead of holding a waiter for the whole bound.
 func (r *Resolver) waitForVersion(ctx context.Context, id string, min int64) error {
-	v, err := r.Reads.StreamVersion(ctx, write.PostStream(id))
-	if err != nil || v >= min {
-		return err
+	if p, ok, err := r.Changes.cache.get(ctx, r.Reads, id); err != nil || (ok && p.Version >= min) {
+		return err // the cache is evicted by every change notification, so it is never ahead
 	}
 	p, err := r.Commands.Post(ctx, id)
 	if err != nil {
