@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -57,8 +56,8 @@ CREATE TABLE IF NOT EXISTS write_probe (  -- CheckWrite's one row; nothing reads
 type EventStore struct {
 	w *sql.DB
 	r *sql.DB
-	// dir is the directory of the database file, whose file system CheckWrite measures.
-	dir     string
+	// path is the database file, whose file system CheckWrite measures.
+	path    string
 	minFree int64
 	// Statements run on every command are prepared once: parsing costs as much as executing here.
 	stmtVersion, stmtInsert, stmtLoad *sql.Stmt
@@ -161,7 +160,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*EventStore, error)
 		r.Close()
 		return nil, fmt.Errorf("prepare event store statements: %w", err)
 	}
-	s := &EventStore{w: w, r: r, dir: filepath.Dir(filePath(path)), minFree: DefaultMinFree, stmtVersion: stmtVersion, stmtInsert: stmtInsert, stmtLoad: stmtLoad, appends: make(chan *appendReq, maxGroup), quit: make(chan struct{}), done: make(chan struct{})}
+	s := &EventStore{w: w, r: r, path: filePath(path), minFree: DefaultMinFree, stmtVersion: stmtVersion, stmtInsert: stmtInsert, stmtLoad: stmtLoad, appends: make(chan *appendReq, maxGroup), quit: make(chan struct{}), done: make(chan struct{})}
 	for _, o := range opts {
 		o(s)
 	}
@@ -412,13 +411,13 @@ func (s *EventStore) Ping(ctx context.Context) error {
 	return s.r.PingContext(ctx)
 }
 
-// CheckWrite implements write.EventStore. It measures the free space of the database's file
-// system (see DefaultMinFree), then rewrites the one row of write_probe through the writer
-// connection, with the same WAL and synchronous FULL commit as an append. Errors: write.ErrReadOnly
-// for a read-only file system or database, write.ErrDiskFull for a full one (or one below the free
-// space threshold), and SQLite's error for anything else.
+// CheckWrite implements write.EventStore. It first asks the database's file system whether it
+// takes writes and how much space it has left (see DefaultMinFree), then rewrites the one row of
+// write_probe through the writer connection, with the same WAL and synchronous FULL commit as an
+// append. Errors: write.ErrReadOnly for a read-only file system or database, write.ErrDiskFull for
+// a full one (or one below the free space threshold), and SQLite's error for anything else.
 func (s *EventStore) CheckWrite(ctx context.Context) error {
-	if err := checkSpace(s.dir, s.minFree); err != nil {
+	if err := checkFileSystem(s.path, s.minFree); err != nil {
 		return fmt.Errorf("check write: %w", err)
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO write_probe (id, at) VALUES (1, ?)
