@@ -701,9 +701,18 @@ func (s *EventStore) Ping(ctx context.Context) error {
 func (s *EventStore) CheckWrite(ctx context.Context) error {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	_, err := s.probe.UpdateOne(ctx, bson.D{{Key: "_id", Value: "probe"}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "at", Value: time.Now().UnixNano()}}}},
-		options.Update().SetUpsert(true))
+	touch := func() error {
+		_, err := s.probe.UpdateOne(ctx, bson.D{{Key: "_id", Value: "probe"}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "at", Value: time.Now().UnixNano()}}}},
+			options.Update().SetUpsert(true))
+		return err
+	}
+	err := touch()
+	if mongo.IsDuplicateKeyError(err) {
+		// Two first probes upserted at once and the other inserted the document (MongoDB retries
+		// such an upsert itself, FerretDB does not): it exists now, so the update applies.
+		err = touch()
+	}
 	if err != nil {
 		return fmt.Errorf("check write: %w", classify(err))
 	}
