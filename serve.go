@@ -20,7 +20,6 @@ import (
 	"github.com/postgate/postgate/internal/retry"
 	"github.com/postgate/postgate/projector"
 	pkafka "github.com/postgate/postgate/projector/kafka"
-	"github.com/postgate/postgate/read"
 	"github.com/postgate/postgate/write"
 	"github.com/postgate/postgate/write/kafka"
 )
@@ -259,17 +258,7 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-		defer cancel()
-		if err := ready(ctx, store, model, brokers); err != nil {
-			log.Warn("not ready", "err", err)
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "ready")
-	})
+	mux.Handle("/readyz", &readiness{store: store, model: model, brokers: brokers, log: log, now: time.Now})
 
 	ln, err := net.Listen("tcp", cfg.str("addr"))
 	if err != nil {
@@ -302,17 +291,6 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 	}
 	log.Info("postgate serving", "addr", s.listener.Addr().String(), "roles", cfg.str("roles"))
 	return s, nil
-}
-
-// ready checks every dependency this process uses.
-func ready(ctx context.Context, store write.EventStore, model read.Model, brokers []string) error {
-	if err := store.Ping(ctx); err != nil {
-		return fmt.Errorf("event store: %w", err)
-	}
-	if err := model.Ping(ctx); err != nil {
-		return fmt.Errorf("read model: %w", err)
-	}
-	return kafka.Ping(ctx, brokers)
 }
 
 // close shuts down in order: stop accepting and finish in-flight requests (mutations included),

@@ -1,6 +1,9 @@
 package write
 
-import "context"
+import (
+	"context"
+	"errors"
+)
 
 // EventStore is the write side's source of truth. Every adapter (write/sqlite, write/mongo) passes
 // the shared suite in write/storetest.
@@ -37,8 +40,17 @@ type EventStore interface {
 	Checkpoint(ctx context.Context, name string) (int64, error)
 	SaveCheckpoint(ctx context.Context, name string, position int64) error
 
-	// Ping checks that the store answers (readiness).
+	// Ping checks that the store answers a read.
 	Ping(ctx context.Context) error
+
+	// CheckWrite checks that the store can take a write now (readiness): it makes a real, cheap,
+	// idempotent write through the same database and durability path as Append (the same
+	// connection, journal and write concern), into a place of its own that no reader sees, plus
+	// whatever check catches what that small write cannot (a file system about to be full).
+	// When the store knows why it cannot write, the error matches one of ErrDiskFull, ErrReadOnly,
+	// ErrWriteDenied, ErrNoPrimary or ErrNotReplicated; otherwise it is the store's own error.
+	// Callers that probe often cache the verdict: every call writes.
+	CheckWrite(ctx context.Context) error
 
 	// Close releases the store's resources.
 	Close() error
@@ -50,4 +62,27 @@ type Snapshot struct {
 	Version int64
 	Schema  int
 	State   []byte
+}
+
+// Why a store cannot take a write, as CheckWrite reports it (match with errors.Is). The texts are
+// plain words that a readiness probe may show: they name no path, host or internal error.
+var (
+	ErrDiskFull      = errors.New("disk full")
+	ErrReadOnly      = errors.New("read-only file system")
+	ErrWriteDenied   = errors.New("no permission to write")
+	ErrNoPrimary     = errors.New("no primary to write to")
+	ErrNotReplicated = errors.New("writes not acknowledged by the replica set")
+)
+
+// WriteProblem returns the plain reason of an error from CheckWrite: the text of the first of
+// ErrDiskFull, ErrReadOnly, ErrWriteDenied, ErrNoPrimary and ErrNotReplicated that it matches, or
+// "write failed" when it matches none of them. It never returns the error's own text, which may
+// hold paths or addresses.
+func WriteProblem(err error) string {
+	for _, reason := range []error{ErrDiskFull, ErrReadOnly, ErrWriteDenied, ErrNoPrimary, ErrNotReplicated} {
+		if errors.Is(err, reason) {
+			return reason.Error()
+		}
+	}
+	return "write failed"
 }

@@ -64,6 +64,7 @@ import (
 	"go.mongodb.org/mongo-driver/mongo/readconcern"
 	"go.mongodb.org/mongo-driver/mongo/readpref"
 	"go.mongodb.org/mongo-driver/mongo/writeconcern"
+	"go.mongodb.org/mongo-driver/x/mongo/driver/topology"
 
 	"github.com/postgate/postgate/write"
 )
@@ -74,6 +75,7 @@ const (
 	commitsCollection     = "commits"
 	snapshotsCollection   = "snapshots"
 	checkpointsCollection = "checkpoints"
+	probeCollection       = "write_probe" // CheckWrite's one document; nothing reads it
 
 	indexStreamFirst = "stream_first"        // unique: the optimistic concurrency guard
 	indexStreamLast  = "stream_last"         // Load's range query
@@ -98,6 +100,7 @@ type EventStore struct {
 	feed        *mongo.Collection // primary, majority read concern unless disabled: ReadAll, Head
 	snapshots   *mongo.Collection
 	checkpoints *mongo.Collection
+	probe       *mongo.Collection // the write concern of appends
 	cfg         config
 
 	// seenPos is the end position of some stored commit, the highest this store has seen: Append
@@ -214,6 +217,7 @@ func newStore(ctx context.Context, db *mongo.Database, cfg config) (*EventStore,
 		feed:         db.Collection(commitsCollection, options.Collection().SetReadPreference(readpref.Primary()).SetWriteConcern(wc).SetReadConcern(feedRC)),
 		snapshots:    db.Collection(snapshotsCollection, base),
 		checkpoints:  db.Collection(checkpointsCollection, base),
+		probe:        db.Collection(probeCollection, base),
 		cfg:          cfg,
 		positionTurn: make(chan struct{}, 1),
 	}
@@ -684,6 +688,67 @@ func (s *EventStore) Ping(ctx context.Context) error {
 		return fmt.Errorf("ping mongodb: %w", err)
 	}
 	return nil
+}
+
+// CheckWrite rewrites one document of the collection write_probe on the primary with the write
+// concern of appends, so that a replica set without a primary (or without the majority that
+// majority write concern waits for) and a user without write permission are not ready. The
+// document gets a new time on every call: an update that changes nothing would not reach the
+// journal, and could succeed where an append fails. Errors: write.ErrNoPrimary when no primary
+// can be selected or the server is not (or stops being) the primary, write.ErrNotReplicated when
+// the write concern is not satisfied, write.ErrWriteDenied when the user may not write,
+// write.ErrDiskFull when the server is out of disk space, a wrapped driver error otherwise.
+func (s *EventStore) CheckWrite(ctx context.Context) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	touch := func() error {
+		_, err := s.probe.UpdateOne(ctx, bson.D{{Key: "_id", Value: "probe"}},
+			bson.D{{Key: "$set", Value: bson.D{{Key: "at", Value: time.Now().UnixNano()}}}},
+			options.Update().SetUpsert(true))
+		return err
+	}
+	err := touch()
+	if mongo.IsDuplicateKeyError(err) {
+		// Two first probes upserted at once and the other inserted the document (MongoDB retries
+		// such an upsert itself, FerretDB does not): it exists now, so the update applies.
+		err = touch()
+	}
+	if err != nil {
+		return fmt.Errorf("check write: %w", classify(err))
+	}
+	return nil
+}
+
+// Server error codes that tell why a write failed (src/mongo/base/error_codes.yml of MongoDB).
+var writeProblems = []struct {
+	codes  []int
+	reason error
+}{
+	{[]int{13, 8000}, write.ErrWriteDenied}, // Unauthorized; Atlas' AtlasError for a denied write
+	{[]int{14031}, write.ErrDiskFull},       // OutOfDiskSpace
+	// NotWritablePrimary, NotPrimaryNoSecondaryOk, NotPrimaryOrSecondary, PrimarySteppedDown,
+	// InterruptedDueToReplStateChange.
+	{[]int{10107, 13435, 13436, 189, 11602}, write.ErrNoPrimary},
+	{[]int{64, 100}, write.ErrNotReplicated}, // WriteConcernFailed (wtimeout), UnsatisfiableWriteConcern
+}
+
+// classify adds the write.EventStore reason to a driver error that has one.
+func classify(err error) error {
+	var sel topology.ServerSelectionError
+	if errors.As(err, &sel) {
+		return fmt.Errorf("%w: %w", write.ErrNoPrimary, err)
+	}
+	var se mongo.ServerError
+	if errors.As(err, &se) {
+		for _, p := range writeProblems {
+			for _, code := range p.codes {
+				if se.HasErrorCode(code) {
+					return fmt.Errorf("%w: %w", p.reason, err)
+				}
+			}
+		}
+	}
+	return err
 }
 
 // Close disconnects the client that Open created; a store made by New leaves its client to the

@@ -1,9 +1,15 @@
 package mongo
 
 import (
+	"errors"
 	"sort"
 	"testing"
 	"time"
+
+	"go.mongodb.org/mongo-driver/mongo"
+	"go.mongodb.org/mongo-driver/x/mongo/driver/topology"
+
+	"github.com/postgate/postgate/write"
 )
 
 func TestDuplicateIndexReadsTheServersMessage(t *testing.T) {
@@ -51,5 +57,26 @@ func TestBackoffStaysSmallAndPositive(t *testing.T) {
 		if d := backoff(attempt); d <= 0 || d > 33*time.Millisecond {
 			t.Fatalf("backoff(%d) = %v, want within (0, 33ms]", attempt, d)
 		}
+	}
+}
+
+func TestClassifyNamesWhyAWriteFailed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"a user without write permission", mongo.CommandError{Code: 13, Name: "Unauthorized", Message: "not authorized on postgate to execute command { update: ... }"}, "no permission to write"},
+		{"a secondary after a step-down", mongo.WriteException{WriteErrors: []mongo.WriteError{{Code: 10107, Message: "not primary"}}}, "no primary to write to"},
+		{"a majority that does not answer in time", mongo.WriteException{WriteConcernError: &mongo.WriteConcernError{Code: 64, Message: "waiting for replication timed out"}}, "writes not acknowledged by the replica set"},
+		{"a server out of disk space", mongo.CommandError{Code: 14031, Message: "Detected out of disk space condition"}, "disk full"},
+		{"no primary to select", topology.ServerSelectionError{Wrapped: topology.ErrServerSelectionTimeout}, "no primary to write to"},
+		{"anything else says only that the write failed", errors.New("connection reset by peer 10.0.0.7:27017"), "write failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := write.WriteProblem(classify(tc.err)); got != tc.want {
+				t.Fatalf("reason %q, want %q", got, tc.want)
+			}
+		})
 	}
 }

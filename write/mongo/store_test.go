@@ -531,3 +531,24 @@ func TestStore(t *testing.T) {
 	}
 	storetest.Run(t, func(t *testing.T) write.EventStore { return newStore(t) }, opts...)
 }
+
+// TestCheckWriteFailsWithoutAServer: a store whose connection is gone cannot take a write, and the
+// check says so instead of trusting an earlier answer.
+func TestCheckWriteFailsWithoutAServer(t *testing.T) {
+	db := mongotest.Database(t)
+	dropAfter(t, db)
+	s, err := mongo.Open(testCtx(t), mongotest.URI(t), mongo.WithDatabase(db), mongo.WithTimeout(time.Minute),
+		mongo.WithMajority(mongotest.Majority()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckWrite(testCtx(t)); err != nil {
+		t.Fatalf("check write on a healthy server: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CheckWrite(testCtx(t)); err == nil {
+		t.Fatal("check write passed on a disconnected store")
+	}
+}

@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 	name     TEXT PRIMARY KEY,
 	position INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS write_probe (  -- CheckWrite's one row; nothing reads it
+	id INTEGER PRIMARY KEY CHECK (id = 1),
+	at TEXT NOT NULL
+);
 `
 
 // EventStore keeps events in SQLite. Appends from all goroutines go through one writer goroutine that
@@ -52,6 +56,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 type EventStore struct {
 	w *sql.DB
 	r *sql.DB
+	// path is the database file, whose file system CheckWrite measures.
+	path    string
+	minFree int64
 	// Statements run on every command are prepared once: parsing costs as much as executing here.
 	stmtVersion, stmtInsert, stmtLoad *sql.Stmt
 	appends                           chan *appendReq
@@ -81,12 +88,7 @@ const maxGroup = 256
 // (other processes may share the file), immediate write transactions (no upgrade deadlocks) and
 // SQLite's own time format. Group commit shares one sync among the appends queued together.
 func DSN(path string) string {
-	if strings.HasPrefix(path, "file:") {
-		path = strings.TrimPrefix(path, "file:")
-		if i := strings.IndexByte(path, '?'); i >= 0 {
-			path = path[:i]
-		}
-	}
+	path = filePath(path)
 	q := url.Values{}
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
@@ -97,8 +99,35 @@ func DSN(path string) string {
 	return "file:" + path + "?" + q.Encode()
 }
 
+// Option configures Open.
+type Option func(*EventStore)
+
+// DefaultMinFree is the free space, in bytes, below which CheckWrite reports the disk full.
+//
+// The probe write alone cannot tell: in WAL mode, once a checkpoint has copied the log into the
+// database file, SQLite writes the log again from its start, into blocks the file already has. A
+// one-page probe then succeeds on a full file system, while an append that needs more log than the
+// last one, or the checkpoint that must grow the database file, fails. 1 MiB holds the log of
+// hundreds of appends and is noise on any real disk.
+const DefaultMinFree = 1 << 20
+
+// WithMinFree sets the free space below which CheckWrite reports the disk full (default
+// DefaultMinFree); 0 turns the measurement off and leaves only the probe write.
+func WithMinFree(bytes int64) Option { return func(s *EventStore) { s.minFree = bytes } }
+
+// filePath returns the file name of path, which may also be a file: URI with parameters.
+func filePath(path string) string {
+	if strings.HasPrefix(path, "file:") {
+		path = strings.TrimPrefix(path, "file:")
+		if i := strings.IndexByte(path, '?'); i >= 0 {
+			path = path[:i]
+		}
+	}
+	return path
+}
+
 // Open opens (creating if needed) the event store in the SQLite file at path.
-func Open(ctx context.Context, path string) (*EventStore, error) {
+func Open(ctx context.Context, path string, opts ...Option) (*EventStore, error) {
 	w, err := sql.Open("sqlite", DSN(path))
 	if err != nil {
 		return nil, fmt.Errorf("open event store %s: %w", path, err)
@@ -131,7 +160,10 @@ func Open(ctx context.Context, path string) (*EventStore, error) {
 		r.Close()
 		return nil, fmt.Errorf("prepare event store statements: %w", err)
 	}
-	s := &EventStore{w: w, r: r, stmtVersion: stmtVersion, stmtInsert: stmtInsert, stmtLoad: stmtLoad, appends: make(chan *appendReq, maxGroup), quit: make(chan struct{}), done: make(chan struct{})}
+	s := &EventStore{w: w, r: r, path: filePath(path), minFree: DefaultMinFree, stmtVersion: stmtVersion, stmtInsert: stmtInsert, stmtLoad: stmtLoad, appends: make(chan *appendReq, maxGroup), quit: make(chan struct{}), done: make(chan struct{})}
+	for _, o := range opts {
+		o(s)
+	}
 	go s.writer()
 	return s, nil
 }
@@ -374,9 +406,43 @@ func (s *EventStore) SaveCheckpoint(ctx context.Context, name string, position i
 	return nil
 }
 
-// Ping implements write.EventStore.
+// Ping implements write.EventStore: a reader answers.
 func (s *EventStore) Ping(ctx context.Context) error {
 	return s.r.PingContext(ctx)
+}
+
+// CheckWrite implements write.EventStore. It first asks the database's file system whether it
+// takes writes and how much space it has left (see DefaultMinFree), then rewrites the one row of
+// write_probe through the writer connection, with the same WAL and synchronous FULL commit as an
+// append. Errors: write.ErrReadOnly for a read-only file system or database, write.ErrDiskFull for
+// a full one (or one below the free space threshold), and SQLite's error for anything else.
+func (s *EventStore) CheckWrite(ctx context.Context) error {
+	if err := checkFileSystem(s.path, s.minFree); err != nil {
+		return fmt.Errorf("check write: %w", err)
+	}
+	_, err := s.w.ExecContext(ctx, `INSERT INTO write_probe (id, at) VALUES (1, ?)
+		ON CONFLICT (id) DO UPDATE SET at = excluded.at`, time.Now().UTC().Format(time.RFC3339Nano))
+	if err != nil {
+		return fmt.Errorf("check write: %w", classify(err))
+	}
+	return nil
+}
+
+// classify adds the write.EventStore reason to a SQLite error that has one.
+func classify(err error) error {
+	var se *sqlite.Error
+	if !errors.As(err, &se) {
+		return err
+	}
+	switch se.Code() & 0xff { // the primary result code; the extended ones add detail in the high bits
+	case sqlite3.SQLITE_FULL:
+		return fmt.Errorf("%w: %w", write.ErrDiskFull, err)
+	case sqlite3.SQLITE_READONLY:
+		return fmt.Errorf("%w: %w", write.ErrReadOnly, err)
+	case sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH:
+		return fmt.Errorf("%w: %w", write.ErrWriteDenied, err)
+	}
+	return err
 }
 
 // Close stops the writer after the appends already taken and closes the database.

@@ -49,6 +49,7 @@ func Run(t *testing.T, newStore func(t *testing.T) write.EventStore, opts ...Opt
 		{"snapshots round trip and a snapshotted post equals the folded one", testSnapshots},
 		{"a snapshot of another schema is ignored", testSnapshotSchema},
 		{"checkpoints default to zero and keep the last value", testCheckpoints},
+		{"a write check passes on a healthy store, repeats and stores no event", testCheckWrite},
 		{fmt.Sprintf("a %d-event stream loads whole and from a version", cfg.longStream), func(t *testing.T, s write.EventStore) {
 			testLongStream(t, s, cfg.longStream, cfg.chunk)
 		}},
@@ -461,6 +462,37 @@ func testCheckpoints(t *testing.T, s write.EventStore) {
 	}
 	if pos, _ := s.Checkpoint(ctx, "other"); pos != 0 {
 		t.Fatalf("checkpoints are not separate by name: %d", pos)
+	}
+}
+
+func testCheckWrite(t *testing.T, s write.EventStore) {
+	ctx := context.Background()
+	stored := mustAppend(t, s, write.PostStream("p1"), 0, events(t, "p1", 1))
+	// Readiness probes call it again and again, also beside appends.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 5 {
+				if err := s.CheckWrite(ctx); err != nil {
+					t.Errorf("check write on a healthy store: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	mustAppend(t, s, write.PostStream("p2"), 0, events(t, "p2", 1))
+	wg.Wait()
+	if head, err := s.Head(ctx); err != nil || head != stored[0].Position+1 {
+		t.Fatalf("head %d, %v after two appends and write checks; want %d", head, err, stored[0].Position+1)
+	}
+	all := readAll(t, s, 10)
+	if len(all) != 2 {
+		t.Fatalf("read all found %d events after two appends and write checks, want 2", len(all))
+	}
+	if pos, err := s.Checkpoint(ctx, "relay"); pos != 0 || err != nil {
+		t.Fatalf("a write check touched the checkpoints: %d, %v", pos, err)
 	}
 }
 
