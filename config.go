@@ -37,7 +37,7 @@ var settings = []setting{
 	{"cors-origins", "POSTGATE_CORS_ORIGINS", "", "comma-separated origins allowed for CORS and websockets"},
 	{"introspection", "POSTGATE_INTROSPECTION", "true", "allow GraphQL schema introspection"},
 	{"max-body", "POSTGATE_MAX_BODY_BYTES", "1048576", "largest accepted request body"},
-	{"complexity", "POSTGATE_COMPLEXITY_LIMIT", "5000", "largest accepted operation complexity (a page of 100 posts with every field and their comments costs about 4,600)"},
+	{"complexity", "POSTGATE_COMPLEXITY_LIMIT", "5000", "largest accepted operation complexity (a page of 20 posts with every field and their first 20 comments costs about 3,500, one of 100 posts with every field but comments about 1,500)"},
 	{"shutdown-timeout", "POSTGATE_SHUTDOWN_TIMEOUT", "20s", "how long a graceful shutdown may take"},
 	{"log-format", "POSTGATE_LOG_FORMAT", "text", "log format: text or json"},
 	{"log-level", "POSTGATE_LOG_LEVEL", "info", "log level: debug, info, warn, error"},
