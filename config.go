@@ -38,7 +38,7 @@ var settings = []setting{
 	{"cors-origins", "POSTGATE_CORS_ORIGINS", "", "comma-separated origins allowed for CORS and websockets"},
 	{"introspection", "POSTGATE_INTROSPECTION", "true", "allow GraphQL schema introspection"},
 	{"max-body", "POSTGATE_MAX_BODY_BYTES", "1048576", "largest accepted request body"},
-	{"complexity", "POSTGATE_COMPLEXITY_LIMIT", "5000", "largest accepted operation complexity (a page of 100 posts with every field and their comments costs about 4,600)"},
+	{"complexity", "POSTGATE_COMPLEXITY_LIMIT", "5000", "largest accepted operation complexity (a page of 20 posts with every field and their first 20 comments costs about 3,500, one of 100 posts with every field but comments about 1,500)"},
 	{"max-connections", "POSTGATE_MAX_CONNECTIONS", "10000", "most HTTP connections open at once (websockets included); beyond it a connection is answered 503 (lowered to fit the descriptor limit)"},
 	{"header-timeout", "POSTGATE_HEADER_TIMEOUT", "10s", "time a client has to send its request headers"},
 	{"body-timeout", "POSTGATE_BODY_TIMEOUT", "30s", "time a client has to send its request body"},

@@ -28,16 +28,16 @@ import (
 
 // postJSON is the Post fields the tests read.
 type postJSON struct {
-	ID           string        `json:"id"`
-	Author       string        `json:"author"`
-	Message      string        `json:"message"`
-	CreatedAt    string        `json:"createdAt"`
-	EditedAt     *string       `json:"editedAt"`
-	Likes        int           `json:"likes"`
-	LikedByMe    bool          `json:"likedByMe"`
-	CommentCount int           `json:"commentCount"`
-	Comments     []commentJSON `json:"comments"`
-	Version      int           `json:"version"`
+	ID           string       `json:"id"`
+	Author       string       `json:"author"`
+	Message      string       `json:"message"`
+	CreatedAt    string       `json:"createdAt"`
+	EditedAt     *string      `json:"editedAt"`
+	Likes        int          `json:"likes"`
+	LikedByMe    bool         `json:"likedByMe"`
+	CommentCount int          `json:"commentCount"`
+	Comments     commentsJSON `json:"comments"`
+	Version      int          `json:"version"`
 }
 
 type commentJSON struct {
@@ -47,6 +47,27 @@ type commentJSON struct {
 	Text      string  `json:"text"`
 	CreatedAt string  `json:"createdAt"`
 	EditedAt  *string `json:"editedAt"`
+}
+
+// commentsJSON is a CommentConnection: a page of comments, oldest first.
+type commentsJSON struct {
+	Edges []struct {
+		Cursor string      `json:"cursor"`
+		Node   commentJSON `json:"node"`
+	} `json:"edges"`
+	PageInfo struct {
+		HasNextPage bool    `json:"hasNextPage"`
+		EndCursor   *string `json:"endCursor"`
+	} `json:"pageInfo"`
+}
+
+// nodes returns the page's comments in order.
+func (c commentsJSON) nodes() []commentJSON {
+	out := make([]commentJSON, len(c.Edges))
+	for i, e := range c.Edges {
+		out[i] = e.Node
+	}
+	return out
 }
 
 type connectionJSON struct {
@@ -68,7 +89,7 @@ func (c connectionJSON) ids() []string {
 	return out
 }
 
-const postFields = `id author message createdAt editedAt likes likedByMe commentCount version comments { id postId author text createdAt editedAt }`
+const postFields = `id author message createdAt editedAt likes likedByMe commentCount version comments { edges { cursor node { id postId author text createdAt editedAt } } pageInfo { hasNextPage endCursor } }`
 
 // uniqueName returns a name no other test of this binary uses, so tests can share one server.
 func uniqueName(prefix string) string {
@@ -272,7 +293,7 @@ func testPostLifecycle(t *testing.T, s *testServer) {
 		map[string]any{"p": p.ID, "c": cm.ID}), "FORBIDDEN")
 	// edit + comment + comment edit: the post's stream is now at version+3.
 	got := s.readPost("", p.ID, p.Version+3)
-	if got == nil || got.CommentCount != 1 || len(got.Comments) != 1 || got.Comments[0].Text != "very nice" || got.Message != "hello, edited" {
+	if got == nil || got.CommentCount != 1 || len(got.Comments.nodes()) != 1 || got.Comments.nodes()[0].Text != "very nice" || got.Message != "hello, edited" {
 		t.Fatalf("post after comment = %+v", got)
 	}
 	var rc struct{ RemoveComment string }
@@ -281,7 +302,7 @@ func testPostLifecycle(t *testing.T, s *testServer) {
 	if rc.RemoveComment != cm.ID {
 		t.Errorf("removeComment = %q, want %q", rc.RemoveComment, cm.ID)
 	}
-	if got := s.readPost("", p.ID, p.Version+4); got == nil || got.CommentCount != 0 || len(got.Comments) != 0 {
+	if got := s.readPost("", p.ID, p.Version+4); got == nil || got.CommentCount != 0 || len(got.Comments.nodes()) != 0 || got.Comments.PageInfo.HasNextPage {
 		t.Errorf("post after removeComment = %+v", got)
 	}
 
@@ -406,7 +427,7 @@ func testErrorCodes(t *testing.T, s *testServer) {
 	var heavy strings.Builder
 	heavy.WriteString("{")
 	for i := 0; i < 10; i++ {
-		fmt.Fprintf(&heavy, " p%d: posts(first: 100) { edges { node { id comments { id text } } } }", i)
+		fmt.Fprintf(&heavy, " p%d: posts(first: 100) { edges { node { id comments(first: 5) { edges { node { id text } } } } } }", i)
 	}
 	heavy.WriteString(" }")
 

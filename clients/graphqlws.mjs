@@ -31,7 +31,7 @@ const before = await subscribers(cfg, "postUpdated");
 const done = new Promise((resolve) => {
   client.subscribe(
     {
-      query: `subscription($id: ID!) { postUpdated(id: $id) { id message likes likedByMe commentCount comments { text } } }`,
+      query: `subscription($id: ID!) { postUpdated(id: $id) { id message likes likedByMe commentCount comments { edges { node { text } } } } }`,
       variables: { id: post.id },
     },
     {
@@ -60,7 +60,7 @@ check(u.likes === 1 && u.likedByMe === true, `after likePost: ${JSON.stringify(u
 
 await mustGQL(cfg, `mutation($id: ID!) { addComment(postId: $id, text: "first") { id } }`, vars, token);
 u = await updates.take(15_000, "update after addComment");
-check(u.commentCount === 1 && u.comments[0]?.text === "first", `after addComment: ${JSON.stringify(u)}`);
+check(u.commentCount === 1 && u.comments.edges[0]?.node.text === "first", `after addComment: ${JSON.stringify(u)}`);
 
 // Deleting the post ends the subscription with "complete".
 await mustGQL(cfg, `mutation($id: ID!) { deletePost(id: $id) }`, vars, token);

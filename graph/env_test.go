@@ -185,16 +185,16 @@ func (e *env) mustData(r gqlResponse, v any) {
 }
 
 type postJSON struct {
-	ID           string        `json:"id"`
-	Author       string        `json:"author"`
-	Message      string        `json:"message"`
-	CreatedAt    string        `json:"createdAt"`
-	EditedAt     *string       `json:"editedAt"`
-	Likes        int64         `json:"likes"`
-	LikedByMe    bool          `json:"likedByMe"`
-	CommentCount int64         `json:"commentCount"`
-	Comments     []commentJSON `json:"comments"`
-	Version      int64         `json:"version"`
+	ID           string          `json:"id"`
+	Author       string          `json:"author"`
+	Message      string          `json:"message"`
+	CreatedAt    string          `json:"createdAt"`
+	EditedAt     *string         `json:"editedAt"`
+	Likes        int64           `json:"likes"`
+	LikedByMe    bool            `json:"likedByMe"`
+	CommentCount int64           `json:"commentCount"`
+	Comments     commentConnJSON `json:"comments"`
+	Version      int64           `json:"version"`
 }
 
 type commentJSON struct {
@@ -206,7 +206,30 @@ type commentJSON struct {
 	EditedAt  *string `json:"editedAt"`
 }
 
-const postFields = `id author message createdAt editedAt likes likedByMe commentCount version comments { id postId author text createdAt editedAt }`
+// commentConnJSON is a CommentConnection as a client reads it.
+type commentConnJSON struct {
+	Edges []struct {
+		Cursor string      `json:"cursor"`
+		Node   commentJSON `json:"node"`
+	} `json:"edges"`
+	PageInfo struct {
+		HasNextPage bool    `json:"hasNextPage"`
+		EndCursor   *string `json:"endCursor"`
+	} `json:"pageInfo"`
+}
+
+// nodes returns the comments of the page, in order.
+func (c commentConnJSON) nodes() []commentJSON {
+	out := make([]commentJSON, len(c.Edges))
+	for i, e := range c.Edges {
+		out[i] = e.Node
+	}
+	return out
+}
+
+const commentFields = `id postId author text createdAt editedAt`
+
+const postFields = `id author message createdAt editedAt likes likedByMe commentCount version comments { edges { cursor node { ` + commentFields + ` } } pageInfo { hasNextPage endCursor } }`
 
 func (e *env) createPost(user, message string) postJSON {
 	e.tb.Helper()
@@ -236,9 +259,9 @@ func (c *countingQueries) Posts(ctx context.Context, f read.PostFilter) (read.Po
 	return c.Queries.Posts(ctx, f)
 }
 
-func (c *countingQueries) Comments(ctx context.Context, ids []string) (map[string][]read.Comment, error) {
+func (c *countingQueries) CommentPages(ctx context.Context, ids []string, first int, after string) (map[string]read.CommentPage, error) {
 	c.comments.Add(1)
-	return c.Queries.Comments(ctx, ids)
+	return c.Queries.CommentPages(ctx, ids, first, after)
 }
 
 func (c *countingQueries) LikedBy(ctx context.Context, user string, ids []string) (map[string]bool, error) {

@@ -68,7 +68,7 @@ func TestPostLifecycleOverHTTP(t *testing.T) {
 	}
 	e.project()
 	e.mustData(e.do(bob, `query($id: ID!) { post(id: $id) { `+postFields+` } }`, map[string]any{"id": p.ID}), &q)
-	if q.Post.CommentCount != 1 || len(q.Post.Comments) != 1 || q.Post.Comments[0].Text != "very nice" || !q.Post.LikedByMe || q.Post.Likes != 1 {
+	if q.Post.CommentCount != 1 || len(q.Post.Comments.nodes()) != 1 || q.Post.Comments.nodes()[0].Text != "very nice" || !q.Post.LikedByMe || q.Post.Likes != 1 {
 		t.Fatalf("post after comments = %+v", q.Post)
 	}
 

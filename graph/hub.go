@@ -399,21 +399,19 @@ func (h *Hub) publishCreated(ctx context.Context, c read.Change) {
 	}
 }
 
-// resolve reads a post and its comments once for all subscribers; nil when it is gone.
+// resolve reads a post and its default page of comments once for all subscribers; nil when it is
+// gone. Other comment arguments are read per subscriber, through its response's loaders.
 func (h *Hub) resolve(ctx context.Context, id string) (*Post, error) {
 	p, ok, err := h.reads.Post(ctx, id)
 	if err != nil || !ok {
 		return nil, err
 	}
 	out := postFromRead(p)
-	cs, err := h.reads.Comments(ctx, []string{id})
+	cs, err := h.reads.CommentPages(ctx, []string{id}, defaultCommentPage, "")
 	if err != nil {
 		return nil, err
 	}
-	out.comments = make([]*Comment, 0, len(cs[id]))
-	for _, c := range cs[id] {
-		out.comments = append(out.comments, commentFromRead(c))
-	}
+	out.firstComments = commentConnection(cs[id])
 	return out, nil
 }
 

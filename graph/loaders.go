@@ -14,32 +14,30 @@ import (
 // each. They live for one response: one query result, or one subscription event, so a cached
 // value never outlives the response it was loaded for.
 type loaders struct {
-	comments *dataloadgen.Loader[string, []*Comment]
-	likedBy  *dataloadgen.Loader[string, bool]
+	reads   read.Queries
+	likedBy *dataloadgen.Loader[string, bool]
+
+	mu       sync.Mutex
+	comments map[commentArgs]*dataloadgen.Loader[string, *CommentConnection]
 }
+
+// commentArgs are the arguments of one Post.comments selection: each distinct pair in a response
+// has its own loader, since one read-model query answers one pair for many posts.
+type commentArgs struct {
+	first int
+	after string
+}
+
+// loaderOptions keep batches short: a page's resolvers ask for the whole page at once (see page),
+// so the batch is complete as soon as the first one asks.
+var loaderOptions = []dataloadgen.Option{dataloadgen.WithWait(time.Millisecond), dataloadgen.WithBatchCapacity(maxPageSize)}
 
 type loadersKey struct{}
 
 func newLoaders(reads read.Queries, user string) *loaders {
-	// The wait is short because a page's resolvers ask for the whole page at once (see page), so
-	// the batch is complete as soon as the first one asks.
-	opts := []dataloadgen.Option{dataloadgen.WithWait(time.Millisecond), dataloadgen.WithBatchCapacity(maxPageSize)}
 	return &loaders{
-		comments: dataloadgen.NewMappedLoader(func(ctx context.Context, ids []string) (map[string][]*Comment, error) {
-			got, err := reads.Comments(ctx, ids)
-			if err != nil {
-				return nil, err
-			}
-			out := make(map[string][]*Comment, len(ids))
-			for _, id := range ids {
-				cs := make([]*Comment, 0, len(got[id]))
-				for _, c := range got[id] {
-					cs = append(cs, commentFromRead(c))
-				}
-				out[id] = cs
-			}
-			return out, nil
-		}, opts...),
+		reads:    reads,
+		comments: map[commentArgs]*dataloadgen.Loader[string, *CommentConnection]{},
 		likedBy: dataloadgen.NewMappedLoader(func(ctx context.Context, ids []string) (map[string]bool, error) {
 			got, err := reads.LikedBy(ctx, user, ids)
 			if err != nil {
@@ -50,8 +48,31 @@ func newLoaders(reads read.Queries, user string) *loaders {
 				out[id] = got[id]
 			}
 			return out, nil
-		}, opts...),
+		}, loaderOptions...),
 	}
+}
+
+// commentPages returns the loader of the comment pages for one pair of arguments, made on first use.
+func (l *loaders) commentPages(first int, after string) *dataloadgen.Loader[string, *CommentConnection] {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	key := commentArgs{first, after}
+	if ld := l.comments[key]; ld != nil {
+		return ld
+	}
+	ld := dataloadgen.NewMappedLoader(func(ctx context.Context, ids []string) (map[string]*CommentConnection, error) {
+		got, err := l.reads.CommentPages(ctx, ids, first, after)
+		if err != nil {
+			return nil, err
+		}
+		out := make(map[string]*CommentConnection, len(ids))
+		for _, id := range ids {
+			out[id] = commentConnection(got[id])
+		}
+		return out, nil
+	}, loaderOptions...)
+	l.comments[key] = ld
+	return ld
 }
 
 // lazyLoaders creates a response's loaders on first use: most subscription events never need them,

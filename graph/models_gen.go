@@ -9,6 +9,21 @@ import (
 	"strconv"
 )
 
+// A page of a post's comments, oldest first (Relay).
+type CommentConnection struct {
+	// The page's comments, oldest first.
+	Edges []*CommentEdge `json:"edges"`
+	// Whether more comments follow, and the cursor to ask for them.
+	PageInfo *PageInfo `json:"pageInfo"`
+}
+
+// A comment and the cursor that pages on after it.
+type CommentEdge struct {
+	// Opaque: pass it as comments(after:) for the comments after this one.
+	Cursor string   `json:"cursor"`
+	Node   *Comment `json:"node"`
+}
+
 type Mutation struct {
 }
 

@@ -13,6 +13,8 @@ import (
 const (
 	defaultPageSize = 20
 	maxPageSize     = 100
+	// defaultCommentPage is Post.comments' default first, as the schema declares it.
+	defaultCommentPage = 20
 )
 
 // MinVersionWait bounds how long post(minVersion:) waits for the read model to catch up.
@@ -181,26 +183,45 @@ func (r *Resolver) likedByMe(ctx context.Context, p *Post) (bool, error) {
 	return l.likedBy.Load(ctx, p.ID)
 }
 
-func (r *Resolver) comments(ctx context.Context, p *Post) ([]*Comment, error) {
-	if p.comments != nil {
-		return p.comments, nil
+// comments resolves Post.comments: from the post's own state when it carries it (a mutation's
+// answer, a postUpdated message with the default arguments), else through the response's loader
+// of these arguments, the whole connection page of posts in one batch.
+func (r *Resolver) comments(ctx context.Context, p *Post, first *int64, after *string) (*CommentConnection, error) {
+	n := defaultCommentPage
+	if first != nil {
+		if *first < 1 || *first > read.MaxCommentPage {
+			return nil, errBadInput("first must be between 1 and %d", read.MaxCommentPage)
+		}
+		n = int(*first)
 	}
-	l := loadersFrom(ctx)
-	if l == nil {
-		got, err := r.Reads.Comments(ctx, []string{p.ID})
+	cursor := deref(after)
+	if p.allComments != nil {
+		pg, err := read.PageComments(p.allComments, n, cursor)
 		if err != nil {
 			return nil, err
 		}
-		out := make([]*Comment, 0, len(got[p.ID]))
-		for _, c := range got[p.ID] {
-			out = append(out, commentFromRead(c))
+		return commentConnection(pg), nil
+	}
+	if p.firstComments != nil && n == defaultCommentPage && cursor == "" {
+		return p.firstComments, nil
+	}
+	l := loadersFrom(ctx)
+	if l == nil {
+		got, err := r.Reads.CommentPages(ctx, []string{p.ID}, n, cursor)
+		if err != nil {
+			return nil, fmt.Errorf("read comments of %s: %w", p.ID, err)
 		}
-		return out, nil
+		return commentConnection(got[p.ID]), nil
 	}
+	ld := l.commentPages(n, cursor)
 	if p.page != nil {
-		l.comments.LoadAllThunk(ctx, p.page.ids)
+		ld.LoadAllThunk(ctx, p.page.ids) // the whole page in one batch
 	}
-	return l.comments.Load(ctx, p.ID)
+	conn, err := ld.Load(ctx, p.ID)
+	if err != nil {
+		return nil, fmt.Errorf("read comments of %s: %w", p.ID, err)
+	}
+	return conn, nil
 }
 
 // subscribeLikes registers first and checks the post afterwards, so that no change committed in

@@ -117,8 +117,8 @@ func (r *postResolver) LikedByMe(ctx context.Context, obj *Post) (bool, error) {
 }
 
 // Comments is the resolver for the comments field.
-func (r *postResolver) Comments(ctx context.Context, obj *Post) ([]*Comment, error) {
-	return r.comments(ctx, obj)
+func (r *postResolver) Comments(ctx context.Context, obj *Post, first *int64, after *string) (*CommentConnection, error) {
+	return r.comments(ctx, obj, first, after)
 }
 
 // Post is the resolver for the post field.

@@ -24,6 +24,8 @@ import (
 	"github.com/rs/cors"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/postgate/postgate/read"
 )
 
 // ServerConfig holds the server's settings. The zero value of every field but Secret is a usable default.
@@ -39,8 +41,9 @@ type ServerConfig struct {
 	QueryCacheSize int
 	// APQCacheSize is the number of persisted queries kept (default 1000).
 	APQCacheSize int
-	// ComplexityLimit bounds the complexity of one operation (default 5000; a page of 100 posts
-	// with every field and their comments costs about 4,600).
+	// ComplexityLimit bounds the complexity of one operation (default 5000; a page of 20 posts
+	// with every field and their first 20 comments costs about 3,500, one of 100 posts with every
+	// field but comments about 1,500).
 	ComplexityLimit int
 	// ParserTokenLimit bounds the tokens of one query document (default 15000).
 	ParserTokenLimit int
@@ -372,18 +375,25 @@ func (c *codingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 func (c *codingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
-// complexity makes lists cost what they can return: a page of posts costs its size times what
-// each post costs, and a post's comments (an unpaged list) five times theirs. Without it gqlgen
-// counts a list once, and aliasing 60 pages of 100 posts with their comments passed the limit.
+// complexity makes lists cost what they can return: a page of posts, or of a post's comments,
+// costs its size times what each item costs. Without it gqlgen counts a list once, and aliasing 60
+// pages of 100 posts with their comments passed the limit.
 func complexity() ComplexityRoot {
 	var c ComplexityRoot
 	c.Query.Posts = func(child int, first *int64, _ *string, _ *string, _ *int64, _ *bool, _ *PostOrder) int {
-		n := int64(defaultPageSize)
-		if first != nil && *first > 0 {
-			n = min(*first, maxPageSize)
-		}
-		return 1 + int(n)*child
+		return 1 + pageSize(first, defaultPageSize, maxPageSize)*child
 	}
-	c.Post.Comments = func(child int) int { return 1 + 5*child }
+	c.Post.Comments = func(child int, first *int64, _ *string) int {
+		return 1 + pageSize(first, defaultCommentPage, read.MaxCommentPage)*child
+	}
 	return c
+}
+
+// pageSize is the most items a page of first can hold: the default when first is absent, never
+// more than the maximum (a larger first is refused by the resolver anyway).
+func pageSize(first *int64, def, most int) int {
+	if first == nil || *first < 1 {
+		return def
+	}
+	return int(min(*first, int64(most)))
 }

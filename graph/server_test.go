@@ -170,7 +170,7 @@ func TestPageIsBatched(t *testing.T) {
 		var d struct {
 			Posts struct{ Edges []struct{ Node postJSON } }
 		}
-		e.mustData(e.do(bob, `{ posts(first: 100) { edges { node { id likedByMe comments { id } } } } }`, nil), &d)
+		e.mustData(e.do(bob, `{ posts(first: 40) { edges { node { id likedByMe comments { edges { node { id } } } } } } }`, nil), &d)
 		if len(d.Posts.Edges) != n {
 			t.Fatalf("page of %d posts has %d", n, len(d.Posts.Edges))
 		}
@@ -205,13 +205,21 @@ func TestPersistedQueries(t *testing.T) {
 	}
 }
 
-// TestListsCostWhatTheyCanReturn: with the default limit, a full page of posts with comments
-// passes, and aliasing many such pages (a cheap way to ask for megabytes) does not.
+// TestListsCostWhatTheyCanReturn: with the default limit, a full page of posts with a few comments
+// each passes, and aliasing many such pages (a cheap way to ask for megabytes) does not; a page of
+// comments costs what its first allows (20 when absent).
 func TestListsCostWhatTheyCanReturn(t *testing.T) {
 	e := newEnv(t)
-	const page = `posts(first: 100) { edges { cursor node { id author message likes comments { id text } } } }`
+	const page = `posts(first: 100) { edges { cursor node { id author message likes comments(first: 5) { edges { node { id text } } } } } }`
 	if r := e.do("", "{ "+page+" }", nil); len(r.Errors) > 0 {
 		t.Fatalf("one full page: %s", r.raw)
+	}
+	// 100 posts with 20 comments each cost 1 + 100 * (1 + 4 + 1 + 20 * 4 + 1) + 1.
+	if r := e.do("", `{ posts(first: 100) { edges { cursor node { id author message likes comments { edges { node { id text } } } } } } }`, nil); r.code() != "COMPLEXITY_LIMIT_EXCEEDED" {
+		t.Fatalf("100 posts with 20 comments each: %.300s, want COMPLEXITY_LIMIT_EXCEEDED", r.raw)
+	}
+	if r := e.do("", `{ posts(first: 20) { edges { cursor node { id author message likes comments { edges { node { id text } } } } } } }`, nil); len(r.Errors) > 0 {
+		t.Fatalf("the default page of posts with their default page of comments: %s", r.raw)
 	}
 	var aliased strings.Builder
 	aliased.WriteString("{")
@@ -234,7 +242,7 @@ func TestLimits(t *testing.T) {
 		c.ParserTokenLimit = 200
 		c.MaxBodyBytes = 4096
 	})
-	if r := e.do("", `{ posts { edges { cursor node { id author message likes likedByMe commentCount version comments { id text } } } } }`, nil); r.code() != "COMPLEXITY_LIMIT_EXCEEDED" {
+	if r := e.do("", `{ posts { edges { cursor node { id author message likes likedByMe commentCount version comments { edges { node { id text } } } } } } }`, nil); r.code() != "COMPLEXITY_LIMIT_EXCEEDED" {
 		t.Errorf("complex query: %s", r.raw)
 	}
 	many := "{ " + strings.Repeat("a: __typename ", 150) + "}"

@@ -197,7 +197,7 @@ func TestPostUpdatedEndsAfterDeletion(t *testing.T) {
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
-	c.subscribe(ctx, "u", `subscription($id: ID!) { postUpdated(id: $id) { message likes likedByMe comments { text } } }`, map[string]any{"id": p.ID})
+	c.subscribe(ctx, "u", `subscription($id: ID!) { postUpdated(id: $id) { message likes likedByMe comments { edges { node { text } } } } }`, map[string]any{"id": p.ID})
 	e.waitSubscribers(1)
 	alice := e.token("alice")
 	e.mustData(e.do(alice, `mutation($id: ID!) { editPost(id: $id, message: "v2") { id } }`, map[string]any{"id": p.ID}), new(any))
@@ -216,7 +216,7 @@ func TestPostUpdatedEndsAfterDeletion(t *testing.T) {
 	e.mustData(e.do(alice, `mutation($id: ID!) { addComment(postId: $id, text: "c1") { id } }`, map[string]any{"id": p.ID}), new(any))
 	e.project()
 	c.nextData(ctx, &d)
-	if len(d.PostUpdated.Comments) != 1 || d.PostUpdated.Comments[0].Text != "c1" {
+	if cs := d.PostUpdated.Comments.nodes(); len(cs) != 1 || cs[0].Text != "c1" {
 		t.Fatalf("update after comment = %+v", d.PostUpdated)
 	}
 	e.mustData(e.do(alice, `mutation($id: ID!) { deletePost(id: $id) }`, map[string]any{"id": p.ID}), new(any))

@@ -61,6 +61,13 @@ type PostPage struct {
 	HasNext bool
 }
 
+// CommentPage is one page of a post's live comments, oldest first, with a cursor per comment.
+type CommentPage struct {
+	Comments []Comment
+	Cursors  []string
+	HasNext  bool
+}
+
 // Change tells what a committed projection batch did to one post, after the commit (never before).
 type Change struct {
 	PostID      string
@@ -83,7 +90,7 @@ type LikeStep struct {
 	LikeVersion int64 `json:"likeVersion"`
 }
 
-// ErrBadCursor is returned by Posts for a cursor it did not issue.
+// ErrBadCursor is returned by Posts and CommentPages for a cursor they did not issue.
 var ErrBadCursor = errors.New("invalid cursor")
 
 // ErrGap is returned by Apply when an event's stream predecessor has not been applied: the caller
@@ -96,8 +103,11 @@ type Queries interface {
 	Post(ctx context.Context, id string) (p Post, ok bool, err error)
 	// Posts returns one page. ErrBadCursor for a foreign cursor.
 	Posts(ctx context.Context, f PostFilter) (PostPage, error)
-	// Comments returns the live comments of each post id, oldest first, in one query per call.
-	Comments(ctx context.Context, postIDs []string) (map[string][]Comment, error)
+	// CommentPages returns a page of the live comments of each post id, oldest first: at most
+	// first (1..100) of them, after the comment cursor after ("" for the first page), in one query
+	// per call. A post without comments (absent, deleted) has no entry. ErrBadCursor for a cursor
+	// that CommentCursor did not make.
+	CommentPages(ctx context.Context, postIDs []string, first int, after string) (map[string]CommentPage, error)
 	// LikedBy reports which of postIDs user currently likes, in one query per call.
 	LikedBy(ctx context.Context, user string, postIDs []string) (map[string]bool, error)
 	// StreamVersion returns the version of stream applied to the read model, 0 if none.

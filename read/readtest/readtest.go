@@ -32,6 +32,8 @@ func Run(t *testing.T, open func(t *testing.T) read.Model) {
 		{"orders are total and pages have no duplicates or holes", testPagination},
 		{"a foreign cursor is rejected", testBadCursor},
 		{"comments and likedBy are batched over many posts", testBatching},
+		{"comment pages go oldest first through cursors, per post in one call", testCommentPages},
+		{"a foreign comment cursor is rejected", testBadCommentCursor},
 		{"dump lists the whole state", testDump},
 	}
 	for _, tc := range tests {
@@ -152,7 +154,7 @@ func testComments(t *testing.T, m read.Model) {
 	if p := mustPost(t, m, "p1"); p.CommentCount != 2 {
 		t.Fatalf("comment count = %d, want 2", p.CommentCount)
 	}
-	cs, err := m.Comments(ctx(t), []string{"p1"})
+	cs, err := m.CommentPages(ctx(t), []string{"p1"}, 100, "")
 	if err != nil {
 		t.Fatalf("comments: %v", err)
 	}
@@ -161,12 +163,12 @@ func testComments(t *testing.T, m read.Model) {
 		{ID: "c1", PostID: "p1", Author: "bob", Text: "uno", CreatedAt: at(1), EditedAt: &edited},
 		{ID: "c2", PostID: "p1", Author: "cid", Text: "two", CreatedAt: at(2)},
 	}
-	if !commentsEqual(cs["p1"], want) {
+	if !commentsEqual(cs["p1"].Comments, want) || cs["p1"].HasNext {
 		t.Fatalf("comments = %+v, want %+v", cs["p1"], want)
 	}
 	Apply(t, m, Post(t, "p1", 5, "ann", at(4), write.CommentRemoved{CommentID: "c1"}))
-	cs, err = m.Comments(ctx(t), []string{"p1"})
-	if err != nil || len(cs["p1"]) != 1 || cs["p1"][0].ID != "c2" {
+	cs, err = m.CommentPages(ctx(t), []string{"p1"}, 100, "")
+	if err != nil || len(cs["p1"].Comments) != 1 || cs["p1"].Comments[0].ID != "c2" {
 		t.Fatalf("after removal: %+v, %v; want c2 only", cs, err)
 	}
 	if p := mustPost(t, m, "p1"); p.CommentCount != 1 || p.Version != 5 {
@@ -259,8 +261,8 @@ func testDelete(t *testing.T, m read.Model) {
 			}
 		}
 	}
-	cs, err := m.Comments(ctx(t), []string{"p1"})
-	if err != nil || len(cs["p1"]) != 0 {
+	cs, err := m.CommentPages(ctx(t), []string{"p1"}, 100, "")
+	if err != nil || len(cs["p1"].Comments) != 0 {
 		t.Fatalf("comments of a deleted post: %+v, %v; want none", cs, err)
 	}
 	ch = Apply(t, m, Like(t, "p1", "bob", 1, true, at(4)), Post(t, "p1", 4, "ann", at(5), write.PostEdited{Message: "late"}))
@@ -429,12 +431,12 @@ func testBatching(t *testing.T, m read.Model) {
 		}
 	}
 	Apply(t, m, evs...)
-	cs, err := m.Comments(ctx(t), append(all, "absent", all[0]))
+	cs, err := m.CommentPages(ctx(t), append(all, "absent", all[0]), 20, "")
 	if err != nil || len(cs) != 300 {
 		t.Fatalf("comments of 300 posts: %d posts, %v", len(cs), err)
 	}
 	for _, id := range all {
-		if len(cs[id]) != 1 {
+		if len(cs[id].Comments) != 1 || cs[id].HasNext {
 			t.Fatalf("comments of %s = %+v, want one", id, cs[id])
 		}
 	}
@@ -526,5 +528,136 @@ func testLikeSteps(t *testing.T, m read.Model) {
 	}
 	if ch[0].Likes != 2 || ch[0].LikeVersion != 4 || !ch[0].LikesChange {
 		t.Fatalf("change %+v", ch[0])
+	}
+}
+
+// commentEvents adds n comments c00.. to post id from version 2 on, created at 0, 1, 1, 3, 4, 4 ...
+// seconds: some share a time, and their ids break the tie.
+func commentEvents(t *testing.T, id string, n int) []write.Event {
+	t.Helper()
+	var evs []write.Event
+	for i := range n {
+		when := at(i - i%3/2)
+		evs = append(evs, Post(t, id, int64(2+i), "bob", when,
+			write.CommentAdded{CommentID: fmt.Sprintf("c%02d", i), Author: "bob", Text: fmt.Sprintf("text %d", i)}))
+	}
+	return evs
+}
+
+func commentIDs(cs []read.Comment) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.ID
+	}
+	return out
+}
+
+func testCommentPages(t *testing.T, m read.Model) {
+	Apply(t, m, Created(t, "p1", "ann", "one", at(0)), Created(t, "p2", "ann", "two", at(0)),
+		Created(t, "p3", "ann", "three", at(0)), Created(t, "p4", "ann", "gone", at(0)))
+	Apply(t, m, commentEvents(t, "p1", 45)...)
+	Apply(t, m, commentEvents(t, "p2", 3)...)
+	Apply(t, m, commentEvents(t, "p4", 2)...)
+	// Removed comments leave the pages; so do the comments of a deleted post.
+	Apply(t, m, Post(t, "p1", 47, "bob", at(50), write.CommentRemoved{CommentID: "c01"}),
+		Post(t, "p2", 5, "bob", at(50), write.CommentRemoved{CommentID: "c02"}),
+		Post(t, "p4", 4, "ann", at(50), write.PostDeleted{}))
+
+	var want []string // p1's live comments, oldest first
+	for i := range 45 {
+		if i != 1 {
+			want = append(want, fmt.Sprintf("c%02d", i))
+		}
+	}
+	var got []string
+	after, pages := "", 0
+	for {
+		pg, err := m.CommentPages(ctx(t), []string{"p1"}, 20, after)
+		if err != nil {
+			t.Fatalf("page %d: %v", pages, err)
+		}
+		p := pg["p1"]
+		pages++
+		if len(p.Comments) != len(p.Cursors) || len(p.Comments) == 0 || len(p.Comments) > 20 {
+			t.Fatalf("page %d: %d comments, %d cursors", pages, len(p.Comments), len(p.Cursors))
+		}
+		got = append(got, commentIDs(p.Comments)...)
+		if !p.HasNext {
+			break
+		}
+		if len(p.Comments) != 20 {
+			t.Fatalf("page %d has %d comments and a next page", pages, len(p.Comments))
+		}
+		after = p.Cursors[len(p.Cursors)-1]
+	}
+	if pages != 3 || !slices.Equal(got, want) {
+		t.Fatalf("%d pages of %v, want 3 pages of %v", pages, got, want)
+	}
+
+	// One call pages several posts at once, each by itself; absent and deleted posts have none.
+	pg, err := m.CommentPages(ctx(t), []string{"p1", "p2", "p3", "p4", "absent"}, 2, "")
+	if err != nil {
+		t.Fatalf("several posts: %v", err)
+	}
+	if p := pg["p1"]; !slices.Equal(commentIDs(p.Comments), []string{"c00", "c02"}) || !p.HasNext {
+		t.Errorf("p1 first page = %v (next %v), want [c00 c02] and a next page", commentIDs(p.Comments), p.HasNext)
+	}
+	if p := pg["p2"]; !slices.Equal(commentIDs(p.Comments), []string{"c00", "c01"}) || p.HasNext {
+		t.Errorf("p2 first page = %v (next %v), want [c00 c01] and no next page", commentIDs(p.Comments), p.HasNext)
+	}
+	for _, id := range []string{"p3", "p4", "absent"} {
+		if p := pg[id]; len(p.Comments) != 0 || p.HasNext {
+			t.Errorf("%s has comments %+v, want none", id, p)
+		}
+	}
+	// A cursor is a position in the order of comments, so the same one pages every post of a call.
+	pg, err = m.CommentPages(ctx(t), []string{"p1", "p2"}, 100, pg["p2"].Cursors[0])
+	if err != nil {
+		t.Fatalf("several posts after a cursor: %v", err)
+	}
+	if p := pg["p2"]; !slices.Equal(commentIDs(p.Comments), []string{"c01"}) || p.HasNext {
+		t.Errorf("p2 after c00 = %v, want [c01]", commentIDs(p.Comments))
+	}
+	if p := pg["p1"]; len(p.Comments) != 43 || p.Comments[0].ID != "c02" {
+		t.Errorf("p1 after c00 = %v, want c02 on", commentIDs(p.Comments))
+	}
+
+	// A page cut in memory from all the comments is the page the read model returns.
+	all, err := m.CommentPages(ctx(t), []string{"p1"}, 100, "")
+	if err != nil {
+		t.Fatalf("all of p1: %v", err)
+	}
+	mem, err := read.PageComments(all["p1"].Comments, 20, after)
+	if err != nil {
+		t.Fatalf("page in memory: %v", err)
+	}
+	last, _ := m.CommentPages(ctx(t), []string{"p1"}, 20, after)
+	if !commentsEqual(mem.Comments, last["p1"].Comments) || !slices.Equal(mem.Cursors, last["p1"].Cursors) || mem.HasNext {
+		t.Errorf("page in memory %v, read model %v", commentIDs(mem.Comments), commentIDs(last["p1"].Comments))
+	}
+}
+
+func testBadCommentCursor(t *testing.T, m read.Model) {
+	seed(t, m, 5)
+	posts, err := m.Posts(ctx(t), read.PostFilter{First: 2, Order: read.Oldest})
+	if err != nil {
+		t.Fatalf("posts: %v", err)
+	}
+	for name, after := range map[string]string{
+		"garbage":        "!!not base64",
+		"not json":       "bm90IGpzb24",
+		"a post cursor":  posts.Cursors[0],
+		"empty position": read.CommentCursor(read.Comment{}),
+	} {
+		if _, err := m.CommentPages(ctx(t), []string{posts.Posts[0].ID}, 20, after); !errors.Is(err, read.ErrBadCursor) {
+			t.Errorf("%s: %v, want ErrBadCursor", name, err)
+		}
+	}
+	// Nor do post pages take a comment cursor.
+	c := read.CommentCursor(read.Comment{ID: "c1", CreatedAt: at(1)})
+	for _, o := range []read.PostOrder{read.Newest, read.Oldest, read.MostLiked} {
+		if _, err := m.Posts(ctx(t), read.PostFilter{First: 2, Order: o, After: c}); !errors.Is(err, read.ErrBadCursor) {
+			t.Errorf("posts(order %d) after a comment cursor: %v, want ErrBadCursor", o, err)
+		}
 	}
 }

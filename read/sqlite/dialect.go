@@ -132,10 +132,20 @@ func (dialect) Posts(f read.PostFilter, after *sqlmodel.Cursor) (string, []any) 
 	return fmt.Sprintf("SELECT %s FROM posts WHERE %s ORDER BY %s LIMIT ?", postCols, strings.Join(where, " AND "), order), args
 }
 
-func (dialect) Comments(n int) string {
-	return "SELECT c.id, c.post_id, c.author, c.text, c.created_at, c.edited_at FROM comments c" +
+// CommentPages numbers the keys of the requested comments from the comments_by_time index
+// (ROW_NUMBER per post) and joins back for the rows within the limit only, so that a post with
+// thousands of long comments costs a walk of small index entries, not of its texts.
+func (dialect) CommentPages(n int, after bool) string {
+	keyset := ""
+	if after {
+		keyset = " AND (created_at, id) > (?, ?)"
+	}
+	return "SELECT c.id, c.post_id, c.author, c.text, c.created_at, c.edited_at FROM" +
+		" (SELECT gen, post_id, id, ROW_NUMBER() OVER (PARTITION BY post_id ORDER BY created_at, id) AS n FROM comments" +
+		" WHERE gen = " + activeGen + " AND post_id IN (" + list(n) + ")" + keyset + ") AS w" +
+		" JOIN comments c ON c.gen = w.gen AND c.post_id = w.post_id AND c.id = w.id" +
 		" JOIN posts p ON p.gen = c.gen AND p.id = c.post_id AND p.deleted = 0" +
-		" WHERE c.gen = " + activeGen + " AND c.post_id IN (" + list(n) + ") ORDER BY c.post_id, c.created_at, c.id"
+		" WHERE w.n <= ? ORDER BY c.post_id, c.created_at, c.id"
 }
 
 func (dialect) LikedBy(n int) string {

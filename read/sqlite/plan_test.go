@@ -70,8 +70,19 @@ func TestQueriesUseIndexes(t *testing.T) {
 			checkSorted(q, sortAllowed, q, args...)
 		}
 	}
-	// Comments sorts each requested post's few comments; the rows are found by key.
-	checkSorted("comments", true, d.Comments(2), "p1", "p2")
+	// Comment pages number each post's comments from the time index and fetch the rows of the
+	// page by key; the page's rows may be sorted at the end.
+	for _, after := range []bool{false, true} {
+		args := []any{"p1", "p2"}
+		if after {
+			args = append(args, at, "c1")
+		}
+		q := d.CommentPages(2, after)
+		checkSorted(q, true, q, append(args, 21)...)
+		if p := plan(q, append(args, 21)...); !strings.Contains(p, "comments_by_time") {
+			t.Errorf("comment pages do not walk comments_by_time: %s", p)
+		}
+	}
 	check("liked by", d.LikedBy(2), "ann", "p1", "p2")
 	check("select likes", d.SelectLikes(2), 1, "p1", "ann", "p2", "bob")
 	check("stream version", d.StreamVersion(), "p1")

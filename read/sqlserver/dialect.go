@@ -159,10 +159,24 @@ func (dialect) Posts(f read.PostFilter, after *sqlmodel.Cursor) (string, []any) 
 	return fmt.Sprintf("SELECT TOP (%s) %s FROM dbo.posts WHERE %s ORDER BY %s;", top, postCols, strings.Join(where, " AND "), order), args
 }
 
-func (dialect) Comments(n int) string {
-	return "SELECT c.id, c.post_id, c.author, c.text, c.created_at, c.edited_at FROM dbo.comments AS c" +
+// CommentPages numbers the keys of the requested comments from the comments_by_time index
+// (ROW_NUMBER per post) and joins back for the rows within the limit only, so that a post with
+// thousands of long comments costs a walk of small index entries, not of its texts. T-SQL has no
+// row-value comparison, so the keyset is spelled out.
+func (dialect) CommentPages(n int, after bool) string {
+	next := n + 1
+	keyset := ""
+	if after {
+		t, id := dt(ph(next)), ph(next+1)
+		keyset = " AND (created_at > " + t + " OR (created_at = " + t + " AND id > " + id + "))"
+		next += 2
+	}
+	return "SELECT c.id, c.post_id, c.author, c.text, c.created_at, c.edited_at FROM" +
+		" (SELECT gen, post_id, id, ROW_NUMBER() OVER (PARTITION BY post_id ORDER BY created_at, id) AS n FROM dbo.comments" +
+		" WHERE gen = " + activeGen + " AND post_id IN (" + list(1, n) + ")" + keyset + ") AS w" +
+		" JOIN dbo.comments AS c ON c.gen = w.gen AND c.post_id = w.post_id AND c.id = w.id" +
 		" JOIN dbo.posts AS p ON p.gen = c.gen AND p.id = c.post_id AND p.deleted = 0" +
-		" WHERE c.gen = " + activeGen + " AND c.post_id IN (" + list(1, n) + ") ORDER BY c.post_id, c.created_at, c.id;"
+		" WHERE w.n <= " + ph(next) + " ORDER BY c.post_id, c.created_at, c.id;"
 }
 
 func (dialect) LikedBy(n int) string {

@@ -44,7 +44,8 @@ func statements() []statement {
 		add(fmt.Sprintf("upsert_likes_%d", n), d.UpsertLikes(n), n*sqlmodel.LikeCols)
 		add(fmt.Sprintf("insert_likes_%d", n), d.InsertLikes(n), n*sqlmodel.LikeCols)
 		add(fmt.Sprintf("update_likes_%d", n), d.UpdateLikes(n), n*sqlmodel.LikeUpdateCols)
-		add(fmt.Sprintf("comments_%d", n), d.Comments(n), n)
+		add(fmt.Sprintf("comment_pages_%d", n), d.CommentPages(n, false), n+1)
+		add(fmt.Sprintf("comment_pages_%d_after", n), d.CommentPages(n, true), n+3)
 		add(fmt.Sprintf("liked_by_%d", n), d.LikedBy(n), 1+n)
 	}
 	add("insert_comment", d.InsertComment(), 6)
@@ -94,7 +95,7 @@ func statements() []statement {
 	// The largest statements the model sends, which must stay under 2,100 parameters.
 	add("max_select_posts", d.SelectPosts(in), 1+in)
 	add("max_select_likes", d.SelectLikes(in/sqlmodel.LikeKeyCols), 1+sqlmodel.LikeKeyCols*(in/sqlmodel.LikeKeyCols))
-	add("max_comments", d.Comments(in), in)
+	add("max_comment_pages", d.CommentPages(sqlmodel.CommentPagesSize(d), true), sqlmodel.CommentPagesSize(d)+3)
 	add("max_liked_by", d.LikedBy(in), 1+in)
 	for _, m := range []struct {
 		name string
@@ -271,14 +272,7 @@ func TestNoForeignSyntax(t *testing.T) {
 // SQL Server ones; every statement exists for both because both implement sqlmodel.Dialect.
 func TestSameSchemaAsSQLite(t *testing.T) {
 	var _ sqlmodel.Dialect = dialect{}
-	lite, err := os.ReadFile(filepath.Join("..", "sqlite", "migrations", "00001_read_model.sql"))
-	if err != nil {
-		t.Fatalf("sqlite migrations: %v", err)
-	}
-	mssql, err := migrations.ReadFile("migrations/00001_read_model.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
+	lite, mssql := readMigrations(t, os.DirFS(filepath.Join("..", "sqlite"))), readMigrations(t, migrations)
 	objects := regexp.MustCompile(`(?i)CREATE\s+(TABLE|INDEX)\s+(?:IF\s+NOT\s+EXISTS\s+)?(?:dbo\.)?(\w+)`)
 	names := func(sql string) map[string]bool {
 		out := map[string]bool{}
@@ -287,7 +281,7 @@ func TestSameSchemaAsSQLite(t *testing.T) {
 		}
 		return out
 	}
-	want, got := names(string(lite)), names(string(mssql))
+	want, got := names(lite), names(mssql)
 	for n := range want {
 		if !got[n] {
 			t.Errorf("SQL Server migrations lack %s", n)
@@ -301,6 +295,25 @@ func TestSameSchemaAsSQLite(t *testing.T) {
 	if len(want) < 8 {
 		t.Fatalf("found only %v in the SQLite migrations", want)
 	}
+}
+
+// readMigrations returns the text of every migration under fsys's migrations/, in order.
+func readMigrations(t *testing.T, fsys fs.FS) string {
+	t.Helper()
+	files, err := fs.Glob(fsys, "migrations/*.sql")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("migrations: %v (%d files)", err, len(files))
+	}
+	var b strings.Builder
+	for _, f := range files {
+		body, err := fs.ReadFile(fsys, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(body)
+		b.WriteString("\n")
+	}
+	return b.String()
 }
 
 // TestDenyListCatchesOtherDialects keeps the deny list honest: each entry must fire on a

@@ -70,8 +70,12 @@ type Dialect interface {
 	Post() string
 	// Posts returns one page (First+1 rows, to tell HasNext) and its arguments.
 	Posts(f read.PostFilter, after *Cursor) (string, []any)
-	// Comments returns live comments of n posts, oldest first. Args: n post ids.
-	Comments(n int) string
+	// CommentPages returns, for each of n live posts, its first comments (oldest first, after a
+	// position when after is true), numbered from 1 per post so that a limit applies per post:
+	// (id, post_id, author, text, created_at, edited_at) rows with number at most the limit,
+	// ordered by post_id, created_at, id. Args: n post ids, then the position's created_at and id
+	// when after, then the limit.
+	CommentPages(n int, after bool) string
 	// LikedBy returns the post ids among n that user likes. Args: user, n post ids.
 	LikedBy(n int) string
 	// StreamVersion returns the applied version of a post stream: the post row's version, deleted
@@ -145,6 +149,10 @@ func Shapes(d Dialect, cols, extra int) []int {
 
 // InListSize is how many values Model puts in one IN list besides one other parameter.
 func InListSize(d Dialect) int { return d.MaxParams() - 1 }
+
+// CommentPagesSize is how many post ids Model puts in one CommentPages statement: the other three
+// parameters are the position (two) and the limit.
+func CommentPagesSize(d Dialect) int { return d.MaxParams() - 3 }
 
 // RowsPerStatement is how many rows of cols parameters Model puts in one multi-row statement.
 func RowsPerStatement(d Dialect, cols int) int { return d.MaxParams() / cols }

@@ -509,25 +509,48 @@ func (m *Model) Posts(ctx context.Context, f read.PostFilter) (read.PostPage, er
 	return page, nil
 }
 
-// Comments returns the live comments of live posts, oldest first. See read.Queries.
-func (m *Model) Comments(ctx context.Context, postIDs []string) (map[string][]read.Comment, error) {
-	out := make(map[string][]read.Comment, len(postIDs))
-	ids := dedupe(postIDs)
-	for _, c := range chunks(len(ids), InListSize(m.d)) {
-		rows, err := m.reader.QueryxContext(ctx, m.d.Comments(c[1]-c[0]), strArgs(ids[c[0]:c[1]])...)
+// CommentPages returns a page of the live comments of each live post, oldest first, in one query
+// per call (per CommentPagesSize posts). read.ErrBadCursor for a foreign cursor. See read.Queries.
+func (m *Model) CommentPages(ctx context.Context, postIDs []string, first int, after string) (map[string]read.CommentPage, error) {
+	first = min(max(first, 1), read.MaxCommentPage)
+	var pos *read.CommentPosition
+	if after != "" {
+		p, err := read.ParseCommentCursor(after)
 		if err != nil {
-			return nil, fmt.Errorf("comments: %w", err)
+			return nil, err
+		}
+		pos = &p
+	}
+	out := make(map[string]read.CommentPage, len(postIDs))
+	ids := dedupe(postIDs)
+	for _, c := range chunks(len(ids), CommentPagesSize(m.d)) {
+		args := strArgs(ids[c[0]:c[1]])
+		if pos != nil {
+			args = append(args, pos.At.UTC(), pos.ID)
+		}
+		// One row more than a page tells whether a next page exists.
+		args = append(args, first+1)
+		rows, err := m.reader.QueryxContext(ctx, m.d.CommentPages(c[1]-c[0], pos != nil), args...)
+		if err != nil {
+			return nil, fmt.Errorf("comment pages: %w", err)
 		}
 		for rows.Next() {
 			cm, err := scanComment(rows)
 			if err != nil {
 				rows.Close()
-				return nil, fmt.Errorf("comments: scan: %w", err)
+				return nil, fmt.Errorf("comment pages: scan: %w", err)
 			}
-			out[cm.PostID] = append(out[cm.PostID], cm)
+			pg := out[cm.PostID]
+			if len(pg.Comments) == first {
+				pg.HasNext = true
+			} else {
+				pg.Comments = append(pg.Comments, cm)
+				pg.Cursors = append(pg.Cursors, read.CommentCursor(cm))
+			}
+			out[cm.PostID] = pg
 		}
 		if err := closeRows(rows); err != nil {
-			return nil, fmt.Errorf("comments: %w", err)
+			return nil, fmt.Errorf("comment pages: %w", err)
 		}
 	}
 	return out, nil

@@ -1,0 +1,2 @@
+-- 2 parameters
+SELECT c.id, c.post_id, c.author, c.text, c.created_at, c.edited_at FROM (SELECT gen, post_id, id, ROW_NUMBER() OVER (PARTITION BY post_id ORDER BY created_at, id) AS n FROM dbo.comments WHERE gen = (SELECT active FROM dbo.generation WHERE id = 1) AND post_id IN (@p1)) AS w JOIN dbo.comments AS c ON c.gen = w.gen AND c.post_id = w.post_id AND c.id = w.id JOIN dbo.posts AS p ON p.gen = c.gen AND p.id = c.post_id AND p.deleted = 0 WHERE w.n <= @p2 ORDER BY c.post_id, c.created_at, c.id;
