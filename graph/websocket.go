@@ -210,7 +210,8 @@ type wsConn struct {
 	// client stopped it (and possibly reused the id).
 	mu                                sync.Mutex
 	initDone                          bool
-	closing                           bool
+	closing                           bool // no more writes: set by close and by a failed write
+	torn                              bool // close has ended the operations and timers
 	ops                               map[string]*wsOperation
 	initTimer, expiryTimer, pingTimer *time.Timer
 	pingAt                            time.Time // the first ping sent after the last read
@@ -546,29 +547,26 @@ func (c *wsConn) writeLocked(m wsFrame) bool {
 // first call has an effect. It may run on any goroutine (the reader, a timer, the shutdown).
 func (c *wsConn) close(code websocket.StatusCode, reason string) {
 	c.mu.Lock()
-	if c.closing {
-		c.mu.Unlock()
-		c.ws.CloseNow() // a failed write set closing; make sure the socket is gone
-		return
-	}
-	c.closing = true
-	for id := range c.ops {
-		c.endLocked(id)
-	}
-	for _, t := range []*time.Timer{c.initTimer, c.expiryTimer, c.pingTimer} {
-		if t != nil {
-			t.Stop()
+	first := !c.torn
+	c.torn, c.closing = true, true
+	if first {
+		for id := range c.ops {
+			c.endLocked(id)
+		}
+		for _, t := range []*time.Timer{c.initTimer, c.expiryTimer, c.pingTimer} {
+			if t != nil {
+				t.Stop() // a pending timer would keep the connection in memory until it fires
+			}
 		}
 	}
 	c.mu.Unlock()
-	if code == websocket.StatusNormalClosure && reason == "" {
-		// The peer went away or closed first: there is no one to tell.
-		c.ws.CloseNow()
-		return
+	if first && (code != websocket.StatusNormalClosure || reason != "") {
+		// Close waits (at most about 10 s) for the peer's close frame before closing the TCP
+		// connection; it returns at once when a failed write already closed it.
+		_ = c.ws.Close(code, reason)
 	}
-	// Close waits (at most about 10 s) for the peer's close frame before closing the TCP
-	// connection; CloseNow makes sure it is closed even when the handshake fails.
-	_ = c.ws.Close(code, reason)
+	// The peer went away or closed first (there is no one to tell), or a handshake failed:
+	// CloseNow makes sure the socket is gone, and waits for a close in progress.
 	c.ws.CloseNow()
 }
 
