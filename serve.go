@@ -210,6 +210,7 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 
 	mux := http.NewServeMux()
 	var hub *graph.Hub
+	stopping := make(chan struct{}) // closed at shutdown: websockets close with 1012
 	if roles["gateway"] {
 		var commandStore write.EventStore = store
 		opts := []kafka.StoreOption{kafka.WithStoreLogger(log)}
@@ -247,6 +248,7 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 			MaxSubscriptions:     edge.subscriptions,
 			Logger:               log,
 			Metrics:              metrics,
+			Stopping:             stopping,
 		}, &graph.Resolver{Commands: write.NewHandler(commandStore), Reads: model, Changes: hub, Logger: log})
 		if err != nil {
 			return nil, err
@@ -285,9 +287,13 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if hub != nil {
-		// Shutdown waits for in-flight requests; ending the subscriptions first lets SSE streams
-		// finish and tells websocket clients "complete" before their connections close.
-		s.http.RegisterOnShutdown(hub.Close)
+		// Shutdown waits for in-flight requests. Websockets are closed first, with 1012 and no
+		// "complete", so that their clients resubscribe; ending the Hub's subscriptions then lets
+		// SSE streams finish.
+		s.http.RegisterOnShutdown(func() {
+			close(stopping)
+			hub.Close()
+		})
 	}
 	log.Info("postgate serving", "addr", s.listener.Addr().String(), "roles", cfg.str("roles"))
 	return s, nil

@@ -20,7 +20,6 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
-	"github.com/coder/websocket"
 	"github.com/rs/cors"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
@@ -57,8 +56,23 @@ type ServerConfig struct {
 	// MaxSubscriptions bounds the subscriptions of this gateway over every transport (default
 	// 50,000); beyond it a subscribe gets LIMIT_EXCEEDED.
 	MaxSubscriptions int
-	// PingInterval is the websocket ping interval of both subprotocols (default 10 s).
+	// PingInterval is the websocket ping interval of both subprotocols (default 10 s). A
+	// graphql-transport-ws connection from which nothing is read within two intervals of a ping
+	// is closed.
 	PingInterval time.Duration
+	// WebsocketInitTimeout is how long a websocket may take to send connection_init (default
+	// 10 s); then it is closed with 4408.
+	WebsocketInitTimeout time.Duration
+	// WebsocketWriteTimeout bounds one websocket write (default 5 s): a client that stops reading
+	// is disconnected instead of holding its operations.
+	WebsocketWriteTimeout time.Duration
+	// MaxSubscriptionsPerSocket bounds the active operations of one websocket (default 100); a
+	// further subscribe gets an error with code LIMIT_EXCEEDED.
+	MaxSubscriptionsPerSocket int
+	// Stopping, when closed, closes every websocket with 1012 (service restart) and no
+	// "complete" for its subscriptions, so that clients reconnect and resubscribe. Close it
+	// before the Hub is closed. Nil: websockets end only with the server's base context.
+	Stopping <-chan struct{}
 	// Logger receives internal errors (default: discarded).
 	Logger *slog.Logger
 	// Metrics records requests, errors by code, mutation latency and subscribers (nil: none).
@@ -80,11 +94,18 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	if c.MutationRate == 0 {
 		c.MutationRate = 20
 	}
+	def(&c.MaxSubscriptionsPerSocket, 100)
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
 	if c.PingInterval <= 0 {
 		c.PingInterval = 10 * time.Second
+	}
+	if c.WebsocketInitTimeout <= 0 {
+		c.WebsocketInitTimeout = 10 * time.Second
+	}
+	if c.WebsocketWriteTimeout <= 0 {
+		c.WebsocketWriteTimeout = 5 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -109,16 +130,7 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 
 	srv := handler.New(NewExecutableSchema(Config{Resolvers: r, Complexity: complexity()}))
 	// Transports: first match wins, so the websocket upgrade is tried first and SSE before POST.
-	srv.AddTransport(transport.Websocket{
-		Implementation: transport.CoderWebsocketImplementation{AcceptOptions: websocket.AcceptOptions{
-			Subprotocols:   []string{"graphql-transport-ws", "graphql-ws"},
-			OriginPatterns: originPatterns(cfg.AllowedOrigins),
-		}},
-		InitFunc:              wsInit(cfg.Secret),
-		InitTimeout:           10 * time.Second,
-		PingPongInterval:      cfg.PingInterval,
-		KeepAlivePingInterval: cfg.PingInterval,
-	})
+	srv.AddTransport(newWebsocketTransport(cfg))
 	srv.AddTransport(transport.SSE{})
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
@@ -168,18 +180,6 @@ func originPatterns(origins []string) []string {
 		out = append(out, o)
 	}
 	return out
-}
-
-// wsInit authenticates a websocket from its connection_init payload. A bad token closes the
-// connection with 4403, which graphql-ws clients treat as final instead of reconnecting in a loop.
-func wsInit(secret []byte) transport.WebsocketInitFunc {
-	return func(ctx context.Context, p transport.InitPayload) (context.Context, *transport.InitPayload, error) {
-		id := identify(secret, p.Authorization())
-		if id.bad != nil {
-			return transport.WithWebsocketCloseCode(ctx, 4403), nil, errors.New("forbidden: invalid token")
-		}
-		return withIdentity(ctx, id), nil, nil
-	}
 }
 
 // guardOperation fails an operation that presented a bad token, a mutation without a token or
