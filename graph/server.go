@@ -45,6 +45,22 @@ type ServerConfig struct {
 	ParserTokenLimit int
 	// MaxBodyBytes bounds a request body (default 1 MiB).
 	MaxBodyBytes int64
+	// MaxAliases bounds the aliases of one query document (default 30).
+	MaxAliases int
+	// MaxSelectionFields bounds the fields of one selection set, counting those its fragments
+	// spread (default 200).
+	MaxSelectionFields int
+	// MaxMutationFields bounds the root fields of one mutation (default 10).
+	MaxMutationFields int
+	// MaxDepth bounds the fields on the longest path of an operation: { post { id } } is 2 deep
+	// (default 12).
+	MaxDepth int
+	// MaxAnswerBytes bounds one answer, or one subscription event, as estimated while its fields
+	// resolve (default 8 MiB).
+	MaxAnswerBytes int64
+	// MaxErrors bounds the errors of one response, the last of which then says how many more
+	// there were (default 20).
+	MaxErrors int
 	// PingInterval is the websocket ping interval of both subprotocols (default 10 s).
 	PingInterval time.Duration
 	// Logger receives internal errors (default: discarded).
@@ -63,8 +79,16 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	def(&c.APQCacheSize, 1000)
 	def(&c.ComplexityLimit, 5000)
 	def(&c.ParserTokenLimit, 15000)
+	def(&c.MaxAliases, 30)
+	def(&c.MaxSelectionFields, 200)
+	def(&c.MaxMutationFields, 10)
+	def(&c.MaxDepth, 12)
+	def(&c.MaxErrors, 20)
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
+	}
+	if c.MaxAnswerBytes <= 0 {
+		c.MaxAnswerBytes = 8 << 20
 	}
 	if c.PingInterval <= 0 {
 		c.PingInterval = 10 * time.Second
@@ -90,9 +114,21 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 		r.Logger = cfg.Logger
 	}
 
+	guard, err := newDocumentGuard(documentLimits{
+		aliases:         cfg.MaxAliases,
+		selectionFields: cfg.MaxSelectionFields,
+		mutationFields:  cfg.MaxMutationFields,
+		depth:           cfg.MaxDepth,
+	}, cfg.ParserTokenLimit, cfg.QueryCacheSize, cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("graph server: %w", err)
+	}
+
 	srv := handler.New(NewExecutableSchema(Config{Resolvers: r, Complexity: complexity()}))
 	// Transports: first match wins, so the websocket upgrade is tried first and SSE before POST.
-	srv.AddTransport(transport.Websocket{
+	// The websocket transport sends parse and validation errors past the response middleware:
+	// capping them takes a wrapper.
+	srv.AddTransport(cappedTransport{max: cfg.MaxErrors, Transport: transport.Websocket{
 		Implementation: transport.CoderWebsocketImplementation{AcceptOptions: websocket.AcceptOptions{
 			Subprotocols:   []string{"graphql-transport-ws", "graphql-ws"},
 			OriginPatterns: originPatterns(cfg.AllowedOrigins),
@@ -101,7 +137,7 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 		InitTimeout:           10 * time.Second,
 		PingPongInterval:      cfg.PingInterval,
 		KeepAlivePingInterval: cfg.PingInterval,
-	})
+	}})
 	srv.AddTransport(transport.SSE{})
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
@@ -113,13 +149,19 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 		srv.Use(extension.Introspection{})
 	}
 	srv.Use(codedAPQ{extension.AutomaticPersistedQuery{Cache: lru.New[string](cfg.APQCacheSize)}})
+	srv.Use(guard) // after APQ, so that persisted queries are measured too
 	srv.Use(extension.FixedComplexityLimit(cfg.ComplexityLimit))
 	srv.SetErrorPresenter(presentError(cfg.Logger, cfg.Metrics))
 	srv.SetRecoverFunc(recoverPanic(cfg.Logger))
 	srv.AroundOperations(cfg.Metrics.aroundOperations)
 	srv.AroundOperations(guardOperation(cfg.Metrics))
 	srv.AroundRootFields(cfg.Metrics.aroundRootFields)
+	// Outermost first: the error cap sees the errors of the whole response, and the answer limit
+	// the fields that the per-response dataloaders resolve.
+	srv.AroundResponses(capErrors(cfg.MaxErrors))
+	srv.AroundResponses(answerLimit(cfg.MaxAnswerBytes, cfg.Metrics))
 	srv.AroundResponses(perResponse(r))
+	srv.AroundFields(meterAnswer)
 
 	mux := http.NewServeMux()
 	mux.Handle("/graphql", codedErrors(limitBody(cfg.MaxBodyBytes, authenticate(cfg.Secret, srv))))
