@@ -67,6 +67,10 @@ type ServerConfig struct {
 	Logger *slog.Logger
 	// Metrics records requests, errors by code, mutation latency and subscribers (nil: none).
 	Metrics *Metrics
+
+	// withoutLimits leaves out the document, answer and error limits, for the benchmark that
+	// measures what they cost.
+	withoutLimits bool
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {
@@ -128,7 +132,7 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 	// Transports: first match wins, so the websocket upgrade is tried first and SSE before POST.
 	// The websocket transport sends parse and validation errors past the response middleware:
 	// capping them takes a wrapper.
-	srv.AddTransport(cappedTransport{max: cfg.MaxErrors, Transport: transport.Websocket{
+	var ws graphql.Transport = transport.Websocket{
 		Implementation: transport.CoderWebsocketImplementation{AcceptOptions: websocket.AcceptOptions{
 			Subprotocols:   []string{"graphql-transport-ws", "graphql-ws"},
 			OriginPatterns: originPatterns(cfg.AllowedOrigins),
@@ -137,7 +141,11 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 		InitTimeout:           10 * time.Second,
 		PingPongInterval:      cfg.PingInterval,
 		KeepAlivePingInterval: cfg.PingInterval,
-	}})
+	}
+	if !cfg.withoutLimits {
+		ws = cappedTransport{Transport: ws, max: cfg.MaxErrors}
+	}
+	srv.AddTransport(ws)
 	srv.AddTransport(transport.SSE{})
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
@@ -149,7 +157,9 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 		srv.Use(extension.Introspection{})
 	}
 	srv.Use(codedAPQ{extension.AutomaticPersistedQuery{Cache: lru.New[string](cfg.APQCacheSize)}})
-	srv.Use(guard) // after APQ, so that persisted queries are measured too
+	if !cfg.withoutLimits {
+		srv.Use(guard) // after APQ, so that persisted queries are measured too
+	}
 	srv.Use(extension.FixedComplexityLimit(cfg.ComplexityLimit))
 	srv.SetErrorPresenter(presentError(cfg.Logger, cfg.Metrics))
 	srv.SetRecoverFunc(recoverPanic(cfg.Logger))
@@ -158,10 +168,12 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 	srv.AroundRootFields(cfg.Metrics.aroundRootFields)
 	// Outermost first: the error cap sees the errors of the whole response, and the answer limit
 	// the fields that the per-response dataloaders resolve.
-	srv.AroundResponses(capErrors(cfg.MaxErrors))
-	srv.AroundResponses(answerLimit(cfg.MaxAnswerBytes, cfg.Metrics))
+	if !cfg.withoutLimits {
+		srv.AroundResponses(capErrors(cfg.MaxErrors))
+		srv.AroundResponses(answerLimit(cfg.MaxAnswerBytes, cfg.Metrics))
+		srv.AroundFields(meterAnswer)
+	}
 	srv.AroundResponses(perResponse(r))
-	srv.AroundFields(meterAnswer)
 
 	mux := http.NewServeMux()
 	mux.Handle("/graphql", codedErrors(limitBody(cfg.MaxBodyBytes, authenticate(cfg.Secret, srv))))
