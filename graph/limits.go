@@ -20,10 +20,10 @@ import (
 // quadratic in the size of a selection set, and a 24 KB document of 8,000 repeated fields held a
 // core for seconds before it was refused.
 type documentLimits struct {
-	aliases         int // aliases in the whole document
-	selectionFields int // fields of one selection set, fragments included
-	mutationFields  int // root fields of one mutation, fragments included
-	depth           int // fields on the longest path, fragments included
+	aliases         int // aliases in the whole document, as written
+	selectionFields int // fields of one merged selection set, fragments spread (see measure)
+	mutationFields  int // root fields of one mutation, fragments spread
+	depth           int // fields on the longest path, fragments spread
 }
 
 // documentGuard is the gqlgen extension that checks documentLimits. It runs among the
