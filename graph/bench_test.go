@@ -93,6 +93,70 @@ func BenchmarkPostQuery(b *testing.B) {
 	b.ReportMetric(gqlRate/baseRate, "ratio")
 }
 
+// BenchmarkPostQueryLimits compares post(id) through two handlers, one with the document, answer
+// and error limits and one without, in the same run, and reports the ratio of their throughputs
+// (1 means the limits cost nothing).
+//
+//	go test -run '^$' -bench BenchmarkPostQueryLimits -benchtime 3s ./graph/
+func BenchmarkPostQueryLimits(b *testing.B) {
+	e := newEnv(b)
+	p := e.createPost("alice", "benchmark post")
+	e.project()
+	handlerFor := func(withoutLimits bool) http.Handler {
+		h, err := NewServer(ServerConfig{Secret: testSecret, withoutLimits: withoutLimits}, &Resolver{Commands: e.commands, Reads: e.model, Changes: e.hub})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return h
+	}
+	body, _ := json.Marshal(map[string]any{"query": `query($id: ID!) { post(id: $id) { id author message likes version } }`, "variables": map[string]any{"id": p.ID}})
+	limited, unlimited := httptest.NewServer(handlerFor(false)), httptest.NewServer(handlerFor(true))
+	defer limited.Close()
+	defer unlimited.Close()
+	const workers = 4
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+	run := func(url string, n int) time.Duration {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for next.Add(1) <= int64(n) {
+					res, err := client.Post(url+"/graphql", "application/json", bytes.NewReader(body))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					answer, _ := io.ReadAll(res.Body)
+					res.Body.Close()
+					if res.StatusCode != http.StatusOK || !bytes.Contains(answer, []byte("benchmark post")) {
+						b.Errorf("status %d: %s", res.StatusCode, answer)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+	// Alternate the two in quarters, so that a burst of load from elsewhere hits both.
+	b.ResetTimer()
+	var on, off time.Duration
+	for _, n := range []int{b.N / 4, b.N / 4, b.N / 4, b.N - 3*(b.N/4)} {
+		on += run(limited.URL, n)
+		b.StopTimer()
+		off += run(unlimited.URL, n)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	onRate, offRate := float64(b.N)/on.Seconds(), float64(b.N)/off.Seconds()
+	b.ReportMetric(onRate, "limits-req/s")
+	b.ReportMetric(offRate, "nolimits-req/s")
+	b.ReportMetric(onRate/offRate, "ratio")
+}
+
 func newPost(body []byte) *http.Request {
 	r := httptest.NewRequest(http.MethodPost, "/graphql", bytes.NewReader(body))
 	r.Header.Set("Content-Type", "application/json")

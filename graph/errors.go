@@ -83,6 +83,9 @@ func classify(err error) (code, msg string, ok bool) {
 // the code of their kind; anything else is logged and replaced by a generic internal error.
 func presentError(logger *slog.Logger, m *Metrics) graphql.ErrorPresenterFunc {
 	return func(ctx context.Context, err error) *gqlerror.Error {
+		if errors.Is(err, errAnswerTooLarge) {
+			return nil // answerLimit reports it once, for the whole response
+		}
 		gqlErr := graphql.DefaultErrorPresenter(ctx, err)
 		cause := gqlErr.Err
 		if cause == nil {

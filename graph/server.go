@@ -56,6 +56,22 @@ type ServerConfig struct {
 	// MaxSubscriptions bounds the subscriptions of this gateway over every transport (default
 	// 50,000); beyond it a subscribe gets LIMIT_EXCEEDED.
 	MaxSubscriptions int
+	// MaxAliases bounds the aliases of one query document (default 30).
+	MaxAliases int
+	// MaxSelectionFields bounds the fields of one selection set, counting those its fragments
+	// spread (default 200).
+	MaxSelectionFields int
+	// MaxMutationFields bounds the root fields of one mutation (default 10).
+	MaxMutationFields int
+	// MaxDepth bounds the fields on the longest path of an operation: { post { id } } is 2 deep
+	// (default 12).
+	MaxDepth int
+	// MaxAnswerBytes bounds one answer, or one subscription event, as estimated while its fields
+	// resolve (default 8 MiB).
+	MaxAnswerBytes int64
+	// MaxErrors bounds the errors of one response, the last of which then says how many more
+	// there were (default 20).
+	MaxErrors int
 	// PingInterval is the websocket ping interval of both subprotocols (default 10 s). A
 	// graphql-transport-ws connection from which nothing is read within two intervals of a ping
 	// is closed.
@@ -77,6 +93,10 @@ type ServerConfig struct {
 	Logger *slog.Logger
 	// Metrics records requests, errors by code, mutation latency and subscribers (nil: none).
 	Metrics *Metrics
+
+	// withoutLimits leaves out the document, answer and error limits, for the benchmark that
+	// measures what they cost.
+	withoutLimits bool
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {
@@ -95,8 +115,16 @@ func (c ServerConfig) withDefaults() ServerConfig {
 		c.MutationRate = 20
 	}
 	def(&c.MaxSubscriptionsPerSocket, 100)
+	def(&c.MaxAliases, 30)
+	def(&c.MaxSelectionFields, 200)
+	def(&c.MaxMutationFields, 10)
+	def(&c.MaxDepth, 12)
+	def(&c.MaxErrors, 20)
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
+	}
+	if c.MaxAnswerBytes <= 0 {
+		c.MaxAnswerBytes = 8 << 20
 	}
 	if c.PingInterval <= 0 {
 		c.PingInterval = 10 * time.Second
@@ -128,9 +156,25 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 		r.Logger = cfg.Logger
 	}
 
+	guard, err := newDocumentGuard(documentLimits{
+		aliases:         cfg.MaxAliases,
+		selectionFields: cfg.MaxSelectionFields,
+		mutationFields:  cfg.MaxMutationFields,
+		depth:           cfg.MaxDepth,
+	}, cfg.ParserTokenLimit, cfg.QueryCacheSize, cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("graph server: %w", err)
+	}
+
 	srv := handler.New(NewExecutableSchema(Config{Resolvers: r, Complexity: complexity()}))
 	// Transports: first match wins, so the websocket upgrade is tried first and SSE before POST.
-	srv.AddTransport(newWebsocketTransport(cfg))
+	// The websocket transport sends parse and validation errors past the response middleware:
+	// capping them takes a wrapper.
+	var ws graphql.Transport = newWebsocketTransport(cfg)
+	if !cfg.withoutLimits {
+		ws = cappedTransport{Transport: ws, max: cfg.MaxErrors}
+	}
+	srv.AddTransport(ws)
 	srv.AddTransport(transport.SSE{})
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
@@ -142,6 +186,9 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 		srv.Use(extension.Introspection{})
 	}
 	srv.Use(codedAPQ{extension.AutomaticPersistedQuery{Cache: lru.New[string](cfg.APQCacheSize)}})
+	if !cfg.withoutLimits {
+		srv.Use(guard) // after APQ, so that persisted queries are measured too
+	}
 	srv.Use(extension.FixedComplexityLimit(cfg.ComplexityLimit))
 	srv.SetErrorPresenter(presentError(cfg.Logger, cfg.Metrics))
 	srv.SetRecoverFunc(recoverPanic(cfg.Logger))
@@ -151,6 +198,13 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 		subs:  &subscriptionCount{max: int64(cfg.MaxSubscriptions)},
 	}))
 	srv.AroundRootFields(cfg.Metrics.aroundRootFields)
+	// Outermost first: the error cap sees the errors of the whole response, and the answer limit
+	// the fields that the per-response dataloaders resolve.
+	if !cfg.withoutLimits {
+		srv.AroundResponses(capErrors(cfg.MaxErrors))
+		srv.AroundResponses(answerLimit(cfg.MaxAnswerBytes, cfg.Metrics))
+		srv.AroundFields(meterAnswer)
+	}
 	srv.AroundResponses(perResponse(r))
 
 	mux := http.NewServeMux()

@@ -223,12 +223,13 @@ func TestListsCostWhatTheyCanReturn(t *testing.T) {
 	}
 	var aliased strings.Builder
 	aliased.WriteString("{")
-	for i := range 60 {
+	// Five pages, not sixty: sixty aliases are refused before complexity is computed.
+	for i := range 5 {
 		fmt.Fprintf(&aliased, " p%d: %s", i, page)
 	}
 	aliased.WriteString(" }")
 	if r := e.do("", aliased.String(), nil); r.code() != "COMPLEXITY_LIMIT_EXCEEDED" {
-		t.Fatalf("60 aliased pages: %.300s, want COMPLEXITY_LIMIT_EXCEEDED", r.raw)
+		t.Fatalf("five aliased full pages: %.300s, want COMPLEXITY_LIMIT_EXCEEDED", r.raw)
 	}
 	small := `{ a: posts(first: 1) { edges { node { id } } } b: posts(first: 1) { edges { node { id } } } }`
 	if r := e.do("", small, nil); len(r.Errors) > 0 {
@@ -429,10 +430,33 @@ func TestEveryErrorHasACode(t *testing.T) {
 		"a mutation over GET": send(http.MethodGet, e.srv.URL+"/graphql?query="+url.QueryEscape(`mutation { createPost(message: "x") { id } }`), "", ""),
 		"a persisted-query hash that does not match": send(http.MethodPost, e.srv.URL+"/graphql", "application/json",
 			`{"query":"{ posts { pageInfo { hasNextPage } } }","extensions":{"persistedQuery":{"version":1,"sha256Hash":"deadbeef"}}}`),
+		"31 aliases": send(http.MethodPost, e.srv.URL+"/graphql", "application/json",
+			`{"query":"{ `+aliasList(31)+` }"}`),
+		"a directive repeated 1,000 times (errors capped)": send(http.MethodPost, e.srv.URL+"/graphql", "application/json",
+			`{"query":"{ __typename`+strings.Repeat(" @include(if: true)", 1000)+` }"}`),
+		"30 bad cursors (execution errors capped)": send(http.MethodPost, e.srv.URL+"/graphql", "application/json",
+			`{"query":"{ `+strings.Repeat(`p: posts(after: \"bad\") { pageInfo { hasNextPage } } `, 30)+` }"}`),
 	}
+	small := newEnv(t, func(c *ServerConfig, _ *[]HubOption) { c.MaxAnswerBytes = 100 })
+	small.mustData(small.do(small.token("alice"), `mutation($m: String!) { createPost(message: $m) { id } }`, map[string]any{"m": strings.Repeat("x", 200)}), new(any))
+	small.project()
+	cases["an answer over the limit"] = small.do("", `{ posts { edges { node { message } } } }`, nil)
 	for name, r := range cases {
-		if len(r.Errors) == 0 || r.code() == "" {
-			t.Errorf("%s: %d %s, want an error with extensions.code", name, r.status, r.raw)
+		if len(r.Errors) == 0 {
+			t.Errorf("%s: %d %s, want errors with extensions.code", name, r.status, r.raw)
+		}
+		for _, e := range r.Errors {
+			if c, _ := e.Extensions["code"].(string); c == "" {
+				t.Errorf("%s: error %q has no code (%d %.300s)", name, e.Message, r.status, r.raw)
+			}
 		}
 	}
+}
+
+func aliasList(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "a%d: __typename ", i)
+	}
+	return b.String()
 }
