@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // The hostile clients: each case is an attack tried from outside with nothing but HTTP, a socket
@@ -32,6 +34,261 @@ func TestHostileClients(t *testing.T) {
 	t.Run("SubscriptionAsPlainPOSTIsRefusedAtOnce", func(t *testing.T) { testSubscriptionOverPOST(t, s.in(t), p.ID) })
 	t.Run("MinVersionBombAnswersAtOnce", func(t *testing.T) { testMinVersionBomb(t, s.in(t), p.ID) })
 	t.Run("MutationStormIsRateLimited", func(t *testing.T) { testMutationStorm(t, s.in(t)) })
+	t.Run("BadInitsLeaveNoDescriptorBehind", func(t *testing.T) { testBadInits(t, s.in(t)) })
+	t.Run("WebsocketProtocolErrorsGetTheirCloseCodes", func(t *testing.T) { testWebsocketCloseCodes(t, s.in(t), p.ID) })
+	t.Run("The101stSubscriptionOnASocketIsRefused", func(t *testing.T) { testSocketSubscriptionLimit(t, s.in(t), p.ID) })
+	t.Run("ValidationBombIsRefusedAtOnce", func(t *testing.T) { testValidationBomb(t, s.in(t), p.ID) })
+	t.Run("MutationAliasBombCreatesNothing", func(t *testing.T) { testMutationAliasBomb(t, s.in(t)) })
+	t.Run("CommentAliasBombIsBounded", func(t *testing.T) { testCommentAliasBomb(t, s.in(t)) })
+	t.Run("SmallerAttacks", func(t *testing.T) { testSmallerAttacks(t, s.in(t), p.ID) })
+}
+
+// rawWS opens a websocket with the graphql-transport-ws subprotocol and sends nothing.
+func (s *testServer) rawWS(ctx context.Context) (*websocket.Conn, error) {
+	conn, _, err := websocket.Dial(ctx, "ws://"+s.addr+"/graphql", &websocket.DialOptions{Subprotocols: []string{"graphql-transport-ws"}})
+	if err != nil {
+		return nil, err
+	}
+	s.tb.Cleanup(func() { conn.CloseNow() })
+	return conn, nil
+}
+
+// closeCode reads from conn until the server closes it, returning the close status (-1 when the
+// connection ended without one, 0 when ctx ended first).
+func closeCode(ctx context.Context, conn *websocket.Conn) websocket.StatusCode {
+	for {
+		if _, _, err := conn.Read(ctx); err != nil {
+			if ctx.Err() != nil {
+				return 0
+			}
+			return websocket.CloseStatus(err)
+		}
+	}
+}
+
+// testBadInits: a connection_init whose payload is not an object once left the server's side
+// half-open forever (3,000 sockets in CLOSE-WAIT in 2 s). Now each is closed with 4400, and the
+// process's descriptors return to their baseline.
+func testBadInits(t *testing.T, s *testServer) {
+	baseline := openDescriptors(t)
+	ctx := testDeadline(t, 60*time.Second)
+	var wg sync.WaitGroup
+	var wrong atomic.Int64
+	sem := make(chan struct{}, 50)
+	for i := range 500 {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			conn, _, err := websocket.Dial(ctx, "ws://"+s.addr+"/graphql", &websocket.DialOptions{Subprotocols: []string{"graphql-transport-ws"}})
+			if err != nil {
+				wrong.Add(1)
+				return
+			}
+			defer conn.CloseNow()
+			payload := `"x"`
+			if i%2 == 1 {
+				payload = `[1,2]`
+			}
+			conn.Write(ctx, websocket.MessageText, []byte(`{"type":"connection_init","payload":`+payload+`}`))
+			if code := closeCode(ctx, conn); code != 4400 {
+				wrong.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := wrong.Load(); n > 0 {
+		t.Errorf("%d of 500 bad inits were not closed with 4400", n)
+	}
+	eventually(t, 10*time.Second, "descriptors back to their baseline", func() error {
+		if n := openDescriptors(t); n > baseline+20 {
+			return fmt.Errorf("%d descriptors open, %d before 500 bad inits", n, baseline)
+		}
+		return nil
+	})
+}
+
+func testWebsocketCloseCodes(t *testing.T, s *testServer, postID string) {
+	sub := func(id string) string {
+		b, _ := json.Marshal(map[string]any{"id": id, "type": "subscribe", "payload": map[string]any{
+			"query": `subscription($id: ID!) { likeCount(postId: $id) { likes } }`, "variables": map[string]any{"id": postID}}})
+		return string(b)
+	}
+	init := `{"type":"connection_init","payload":{}}`
+	for _, c := range []struct {
+		name  string
+		sends []string
+		want  websocket.StatusCode
+	}{
+		{"subscribe before connection_init", []string{sub("1")}, 4401},
+		{"a second connection_init", []string{init, init}, 4429},
+		{"a subscription id already in use", []string{init, sub("1"), sub("1")}, 4409},
+		{"a message that is not JSON", []string{init, `{"type":`}, 4400},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := testDeadline(t, 20*time.Second)
+			conn, err := s.rawWS(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range c.sends {
+				if err := conn.Write(ctx, websocket.MessageText, []byte(m)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := closeCode(ctx, conn); got != c.want {
+				t.Errorf("closed with %d, want %d", got, c.want)
+			}
+		})
+	}
+}
+
+// testSocketSubscriptionLimit: 5,000 subscriptions per socket were accepted; the 101st is refused
+// now, with LIMIT_EXCEEDED, and the first 100 keep working.
+func testSocketSubscriptionLimit(t *testing.T, s *testServer, postID string) {
+	ctx := testDeadline(t, 60*time.Second)
+	c, err := s.dialWS(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := `subscription($id: ID!) { likeCount(postId: $id) { likes } }`
+	for i := range 101 {
+		c.subscribe(ctx, fmt.Sprint(i), q, map[string]any{"id": postID})
+	}
+	m := c.next(ctx)
+	if m.Type != "error" || m.ID != "100" || !strings.Contains(string(m.Payload), "LIMIT_EXCEEDED") {
+		t.Fatalf("after 101 subscribes: %s %s %s, want an error with LIMIT_EXCEEDED for id 100", m.Type, m.ID, m.Payload)
+	}
+	// A like reaches all 100.
+	eventually(t, 20*time.Second, "100 subscribers on the gateway", func() error {
+		if n := s.metrics()[`postgate_graphql_subscribers{field="likeCount"}`]; n < 100 {
+			return fmt.Errorf("%v likeCount subscribers", n)
+		}
+		return nil
+	})
+	s.mustData(s.do(s.token(uniqueName("liker")), `mutation($id: ID!) { likePost(id: $id) { likes } }`, map[string]any{"id": postID}), new(any))
+	seen := map[string]bool{}
+	for len(seen) < 100 {
+		m := c.next(ctx)
+		if m.Type != "next" {
+			t.Fatalf("got %s %s %s", m.Type, m.ID, m.Payload)
+		}
+		seen[m.ID] = true
+	}
+}
+
+// testValidationBomb: 14,000 repeated fields once took 18 s of validation; refused now before
+// validation, in well under a second.
+func testValidationBomb(t *testing.T, s *testServer, postID string) {
+	for _, n := range []int{8000, 14000} {
+		q := fmt.Sprintf("{ post(id: %q) { %s } }", postID, strings.Repeat("id ", n))
+		start := time.Now()
+		r := s.do("", q, nil)
+		took := time.Since(start)
+		s.wantCode(fmt.Sprintf("%d repeated fields", n), r, "LIMIT_EXCEEDED")
+		if took > time.Second {
+			t.Errorf("%d repeated fields refused after %s, want well under a second", n, took)
+		}
+		t.Logf("%d repeated fields refused in %s", n, took.Round(time.Millisecond))
+	}
+}
+
+// testMutationAliasBomb: one request of 1,000 aliased createPost once created 1,000 posts.
+func testMutationAliasBomb(t *testing.T, s *testServer) {
+	user := uniqueName("bomber")
+	var q strings.Builder
+	q.WriteString("mutation {")
+	for i := range 1000 {
+		fmt.Fprintf(&q, " p%d: createPost(message: \"bomb\") { id }", i)
+	}
+	q.WriteString(" }")
+	r := s.do(s.token(user), q.String(), nil)
+	s.wantCode("1,000 aliased createPost", r, "LIMIT_EXCEEDED")
+	// Eleven (over the 10 mutation fields) create nothing either; ten are taken.
+	eleven := strings.Repeat(` createPost(message: "x") { id }`, 1)
+	var q11 strings.Builder
+	q11.WriteString("mutation {")
+	for i := range 11 {
+		fmt.Fprintf(&q11, " p%d:%s", i, eleven)
+	}
+	q11.WriteString(" }")
+	s.wantCode("11 aliased createPost", s.do(s.token(user), q11.String(), nil), "LIMIT_EXCEEDED")
+	var d struct{ Posts connectionJSON }
+	s.mustData(s.do("", `query($a: String) { posts(author: $a, first: 100) { edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }`, map[string]any{"a": user}), &d)
+	if n := len(d.Posts.ids()); n != 0 {
+		t.Errorf("the bombs created %d posts, want none", n)
+	}
+}
+
+// testCommentAliasBomb: a post with many long comments, read through as many aliases as the
+// limits let one request have, once returned 603 MB. Pages and the answer limit bound it now.
+func testCommentAliasBomb(t *testing.T, s *testServer) {
+	p := s.createPost(s.token(uniqueName("commented")), "read me")
+	text := strings.Repeat("c", 2000)
+	var wg sync.WaitGroup
+	for u := range 5 { // 150 comments, within each commenter's burst
+		wg.Add(1)
+		tok := s.token(uniqueName("commenter"))
+		go func() {
+			defer wg.Done()
+			for range 30 {
+				if r := s.do(tok, `mutation($p: ID!, $t: String!) { addComment(postId: $p, text: $t) { id } }`, map[string]any{"p": p.ID, "t": text}); len(r.Errors) > 0 {
+					t.Errorf("commenter %d: %s", u, r.raw)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// 30 aliases (the most a document may have) cost more than the complexity limit; 16 are the
+	// most it lets through, and their answer is bounded by the pages.
+	for _, aliases := range []int{30, 16} {
+		var q strings.Builder
+		q.WriteString("{")
+		for i := range aliases {
+			fmt.Fprintf(&q, " a%d: post(id: %q) { comments(first: 100) { edges { node { text } } } }", i, p.ID)
+		}
+		q.WriteString(" }")
+		r := s.do("", q.String(), nil)
+		t.Logf("%d aliases of 100 comments of 2,000 characters: %d bytes, code %q", aliases, len(r.raw), r.code())
+		if len(r.raw) > 8<<20+64<<10 {
+			t.Errorf("answer of %d bytes, want at most 8 MiB", len(r.raw))
+		}
+		if len(r.Errors) > 0 && r.code() != "LIMIT_EXCEEDED" && r.code() != "COMPLEXITY_LIMIT_EXCEEDED" {
+			t.Errorf("comment bomb: %.300s", r.raw)
+		}
+	}
+	// Beyond 100 comments a page never grows.
+	r := s.do("", fmt.Sprintf(`{ post(id: %q) { comments(first: 101) { edges { cursor } } } }`, p.ID), nil)
+	s.wantCode("comments(first: 101)", r, "BAD_USER_INPUT")
+}
+
+func testSmallerAttacks(t *testing.T, s *testServer, postID string) {
+	// Int arguments are 32-bit.
+	r := s.do("", `{ posts(minLikes: 9223372036854775807) { edges { cursor } } }`, nil)
+	s.wantCode("minLikes beyond 32 bits", r, "BAD_USER_INPUT")
+	// A thousand repeated directives give a bounded list of errors.
+	q := fmt.Sprintf("{ post(id: %q) %s { id } }", postID, strings.Repeat("@include(if: true) ", 1000))
+	r = s.do("", q, nil)
+	if len(r.Errors) == 0 || len(r.Errors) > 20 {
+		t.Errorf("1,000 repeated @include: %d errors, want between 1 and 20", len(r.Errors))
+	}
+	for _, e := range r.Errors {
+		if e.Extensions["code"] == nil {
+			t.Errorf("error without a code: %+v", e)
+		}
+	}
+	// GraphiQL is served with headers that keep it from being framed or sniffed.
+	res, err := e2eHTTP.Get(s.url + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.Header.Get("X-Frame-Options") != "DENY" || res.Header.Get("X-Content-Type-Options") != "nosniff" ||
+		!strings.Contains(res.Header.Get("Content-Security-Policy"), "script-src 'self' 'sha256-") {
+		t.Errorf("GraphiQL headers: %v", res.Header)
+	}
 }
 
 // rawConn dials the server for a hand-written request.

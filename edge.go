@@ -17,6 +17,11 @@ type edge struct {
 	mutationBurst int
 	subscriptions int
 	waiters       int
+
+	aliases, selectionFields, mutationFields, depth int
+	answerBytes                                     int
+	errors                                          int
+	socketSubscriptions                             int
 }
 
 // edgeSettings reads and checks the edge's settings.
@@ -47,6 +52,18 @@ func edgeSettings(cfg *Config) (e edge, err error) {
 	}
 	if e.waiters, err = cfg.positive("max-waiters"); err != nil {
 		return e, err
+	}
+	for _, v := range []struct {
+		to   *int
+		name string
+	}{
+		{&e.aliases, "max-aliases"}, {&e.selectionFields, "max-selection-fields"},
+		{&e.mutationFields, "max-mutation-fields"}, {&e.depth, "max-depth"}, {&e.answerBytes, "max-answer"},
+		{&e.errors, "max-errors"}, {&e.socketSubscriptions, "socket-subscriptions"},
+	} {
+		if *v.to, err = cfg.positive(v.name); err != nil {
+			return e, err
+		}
 	}
 	return e, nil
 }

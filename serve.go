@@ -246,9 +246,17 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 			MutationRate:         edge.mutationRate,
 			MutationBurst:        edge.mutationBurst,
 			MaxSubscriptions:     edge.subscriptions,
-			Logger:               log,
-			Metrics:              metrics,
-			Stopping:             stopping,
+			MaxAliases:           edge.aliases,
+			MaxSelectionFields:   edge.selectionFields,
+			MaxMutationFields:    edge.mutationFields,
+			MaxDepth:             edge.depth,
+			MaxAnswerBytes:       int64(edge.answerBytes),
+			MaxErrors:            edge.errors,
+
+			MaxSubscriptionsPerSocket: edge.socketSubscriptions,
+			Logger:                    log,
+			Metrics:                   metrics,
+			Stopping:                  stopping,
 		}, &graph.Resolver{Commands: write.NewHandler(commandStore), Reads: model, Changes: hub, Logger: log})
 		if err != nil {
 			return nil, err

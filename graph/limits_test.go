@@ -177,7 +177,7 @@ func TestAnswerLimit(t *testing.T) {
 	}
 	aliased.WriteString(" }")
 	for name, q := range map[string]string{
-		"a page":         `{ posts(first: 100) { edges { node { id message comments { id } } } } }`,
+		"a page":         `{ posts(first: 100) { edges { node { id message comments(first: 1) { edges { node { id } } } } } } }`,
 		"aliased posts":  aliased.String(),
 		"messages alone": `{ posts(first: 50) { edges { node { message } } } }`,
 	} {
