@@ -46,6 +46,15 @@ try {
   const page = context.pages()[0] ?? (await context.newPage());
   const pageErrors = [];
   page.on("pageerror", (e) => pageErrors.push(String(e)));
+  // The page's Content-Security-Policy must let GraphiQL do all it does: a violation is a failure.
+  const violations = [];
+  page.on("console", (m) => {
+    if (/Content Security Policy|Refused to/i.test(m.text())) violations.push(m.text());
+    if (process.env.GRAPHIQL_CONSOLE) console.error("console:", m.type(), m.text());
+  });
+  page.on("request", async (rq) => {
+    if (process.env.GRAPHIQL_CONSOLE) console.error("request:", rq.method(), rq.url(), JSON.stringify(await rq.allHeaders()), rq.postData());
+  });
 
   await page.goto(`${cfg.base}/`, { waitUntil: "load" });
   // GraphiQL renders its query editor (CodeMirror) once React and the schema fetcher are up.
@@ -81,7 +90,7 @@ try {
   await editor.evaluate((el, q) => el.CodeMirror.setValue(q), sub);
   const before = await subscribers(cfg, "likeCount");
   await page.locator(".graphiql-execute-button").first().click();
-  await until(15_000, "GraphiQL's likeCount subscription registered", async () => (await subscribers(cfg, "likeCount")) > before);
+  await until(15_000, "GraphiQL's likeCount subscription registered", async () => (await subscribers(cfg, "likeCount")) > before, () => `CSP violations: ${violations.join("\n")}`);
   await mustGQL(cfg, `mutation($id: ID!) { likePost(id: $id) { id } }`, { id: post.id }, token);
   try {
     await page.waitForFunction(
@@ -95,6 +104,7 @@ try {
 
   if (process.env.GRAPHIQL_SCREENSHOT) await page.screenshot({ path: process.env.GRAPHIQL_SCREENSHOT });
   check(pageErrors.length === 0, `page errors: ${pageErrors.join("\n")}`);
+  check(violations.length === 0, `Content-Security-Policy violations: ${violations.join("\n")}`);
   check(blocked.length === 0, `GraphiQL asked for ${blocked.length} outside resource(s): ${blocked.join(", ")}; it must work offline from embedded assets`);
   console.log(`graphiql: ok (query for post ${post.id} and a likeCount subscription ran in headless Chromium, offline; ${blocked.length} outside request(s) blocked${blocked.length ? ": " + blocked.join(", ") : ""})`);
 } catch (e) {

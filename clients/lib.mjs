@@ -67,11 +67,11 @@ export async function subscribers(cfg, field) {
 }
 
 // until polls cond (async, returning truthy when done) until it holds or ms pass.
-export async function until(ms, what, cond) {
+export async function until(ms, what, cond, detail = () => "") {
   const end = Date.now() + ms;
   for (let wait = 5; ; wait = Math.min(wait * 2, 200)) {
     if (await cond()) return;
-    if (Date.now() > end) fail(`${what}: not within ${ms} ms`);
+    if (Date.now() > end) fail(`${what}: not within ${ms} ms${detail() ? "; " + detail() : ""}`);
     await new Promise((r) => setTimeout(r, wait));
   }
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/hashicorp/golang-lru/v2/expirable"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
@@ -126,8 +127,8 @@ func hintsFrom(ctx context.Context) *requestHints {
 	return h
 }
 
-// streamingRequest reports whether r can carry a subscription: a websocket upgrade, or a request
-// that accepts a stream (SSE, or Apollo's multipart subscriptions).
+// streamingRequest reports whether r reaches a transport that streams: a websocket upgrade, SSE,
+// or incremental delivery (multipart/mixed, what GraphiQL's fetcher asks for).
 func streamingRequest(r *http.Request) bool {
 	if r.Header.Get("Upgrade") != "" {
 		return true
@@ -137,8 +138,47 @@ func streamingRequest(r *http.Request) bool {
 		if err != nil {
 			continue
 		}
-		if mt == "text/event-stream" || (mt == "multipart/mixed" && params["subscriptionspec"] != "") {
+		if mt == "text/event-stream" || (mt == "multipart/mixed" && params["subscriptionspec"] == "") {
 			return true
+		}
+	}
+	return false
+}
+
+// incrementalDelivery is gqlgen's multipart/mixed transport (the incremental-delivery format of
+// @defer, which GraphiQL's fetcher reads, subscriptions included), except for Apollo's multipart
+// subscription protocol (subscriptionSpec), a different format it does not speak: those requests
+// go on to the POST transport, where a subscription is refused at once.
+type incrementalDelivery struct {
+	transport.MultipartMixed
+}
+
+// Do sends the response's headers as soon as the operation is dispatched, so that a client sees
+// its subscription start instead of waiting for the first event.
+func (t incrementalDelivery) Do(w http.ResponseWriter, r *http.Request, exec graphql.GraphExecutor) {
+	t.MultipartMixed.Do(w, r, flushOnDispatch{GraphExecutor: exec, w: w})
+}
+
+type flushOnDispatch struct {
+	graphql.GraphExecutor
+	w http.ResponseWriter
+}
+
+func (f flushOnDispatch) DispatchOperation(ctx context.Context, rc *graphql.OperationContext) (graphql.ResponseHandler, context.Context) {
+	h, ctx := f.GraphExecutor.DispatchOperation(ctx, rc)
+	if rc.Operation != nil && rc.Operation.Operation == ast.Subscription {
+		_ = http.NewResponseController(f.w).Flush()
+	}
+	return h, ctx
+}
+
+func (t incrementalDelivery) Supports(r *http.Request) bool {
+	if !t.MultipartMixed.Supports(r) {
+		return false
+	}
+	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
+		if mt, params, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == "multipart/mixed" {
+			return params["subscriptionspec"] == ""
 		}
 	}
 	return false
@@ -185,7 +225,7 @@ func (l *edgeLimits) limitSubscription(ctx context.Context, m *Metrics) *graphql
 		h.status.Store(http.StatusBadRequest)
 		return &graphql.Response{Errors: gqlerror.List{{
 			Message: "a subscription needs a streaming transport: a websocket, SSE (Accept: text/event-stream) " +
-				"or multipart (Accept: multipart/mixed;subscriptionSpec=\"1.0\")",
+				"or incremental delivery (Accept: multipart/mixed)",
 			Extensions: map[string]any{"code": CodeBadRequest},
 		}}}
 	}

@@ -296,3 +296,63 @@ func (e *env) hubSubscribers() int {
 	}
 	return n
 }
+
+// TestSubscriptionsOverIncrementalDelivery: GraphiQL's fetcher asks for multipart/mixed; a
+// subscription streams its events as parts. Apollo's multipart subscription protocol
+// (subscriptionSpec) is another format, refused at once rather than answered in this one.
+func TestSubscriptionsOverIncrementalDelivery(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	p := e.createPost("alice", "multipart")
+	e.project()
+	sub := func(accept string) (*http.Response, error) {
+		body, _ := json.Marshal(map[string]any{"query": `subscription($id: ID!) { likeCount(postId: $id) { likes } }`, "variables": map[string]any{"id": p.ID}})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.srv.URL+"/graphql", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", accept)
+		return e.srv.Client().Do(req)
+	}
+	res, err := sub("application/json, multipart/mixed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "multipart/mixed") {
+		t.Fatalf("content type %q", ct)
+	}
+	e.waitSubscribers(1)
+	sc := bufio.NewScanner(res.Body)
+	for i := 1; i <= 2; i++ {
+		e.mustData(e.do(e.token(fmt.Sprintf("liker%d", i)), `mutation($id: ID!) { likePost(id: $id) { id } }`, map[string]any{"id": p.ID}), new(any))
+		e.project()
+		want := fmt.Sprintf(`"likes":%d`, i)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), want) {
+				break
+			}
+		}
+		if sc.Err() != nil {
+			t.Fatalf("stream ended before %s: %v", want, sc.Err())
+		}
+	}
+
+	done := make(chan *http.Response, 1)
+	go func() {
+		r, err := sub(`multipart/mixed;subscriptionSpec="1.0",application/json`)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- r
+	}()
+	select {
+	case r := <-done:
+		if r != nil {
+			r.Body.Close()
+			if r.StatusCode != http.StatusBadRequest {
+				t.Errorf("Apollo multipart subscription: status %d, want 400 at once", r.StatusCode)
+			}
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("an Apollo multipart subscription is held open")
+	}
+}

@@ -65,7 +65,7 @@ func withCSP(page http.Handler) http.Handler {
 			"style-src 'self' 'unsafe-inline'",
 			"img-src 'self' data:",
 			"font-src 'self' data:",
-			"connect-src 'self'",
+			"connect-src 'self'" + websocketSources(r.Host),
 			"base-uri 'none'",
 			"form-action 'none'",
 			"frame-ancestors 'none'",
@@ -105,4 +105,16 @@ func cacheForever(h http.Handler) http.Handler {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		h.ServeHTTP(w, r)
 	})
+}
+
+// hostChars are what a host (name or address, with a port) is made of.
+var hostChars = regexp.MustCompile(`^[A-Za-z0-9.\-:\[\]]+$`)
+
+// websocketSources names this host's ws and wss origins for connect-src ('self' does not cover
+// websockets in every browser); nothing for a Host header that is not a plain host.
+func websocketSources(host string) string {
+	if !hostChars.MatchString(host) {
+		return ""
+	}
+	return " ws://" + host + " wss://" + host
 }

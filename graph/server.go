@@ -176,6 +176,9 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 	}
 	srv.AddTransport(ws)
 	srv.AddTransport(transport.SSE{})
+	// Parts are gathered for 20 ms (gqlgen's default of 1 ms ticks a thousand times a second for
+	// every open stream).
+	srv.AddTransport(incrementalDelivery{transport.MultipartMixed{Boundary: "graphql", DeliveryTimeout: 20 * time.Millisecond}})
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
@@ -414,6 +417,9 @@ func (c *codingWriter) finish() {
 
 // Flush, Hijack and Unwrap keep SSE streaming and websocket upgrades working through the wrapper.
 func (c *codingWriter) Flush() {
+	if c.status == 0 {
+		c.WriteHeader(http.StatusOK) // a flush sends the headers: the status is decided now
+	}
 	if f, ok := c.ResponseWriter.(http.Flusher); ok && c.status < 400 {
 		f.Flush()
 	}
