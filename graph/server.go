@@ -94,7 +94,8 @@ type ServerConfig struct {
 	// Metrics records requests, errors by code, mutation latency and subscribers (nil: none).
 	Metrics *Metrics
 
-	// withoutLimits leaves out the document, answer and error limits, for the benchmark that
+	// withoutLimits leaves out every per-client limit (documents, answers, errors, mutation rate,
+	// subscriptions on streaming transports and their count), for the benchmark that
 	// measures what they cost.
 	withoutLimits bool
 }
@@ -196,10 +197,14 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 	srv.SetErrorPresenter(presentError(cfg.Logger, cfg.Metrics))
 	srv.SetRecoverFunc(recoverPanic(cfg.Logger))
 	srv.AroundOperations(cfg.Metrics.aroundOperations)
-	srv.AroundOperations(guardOperation(cfg.Metrics, &edgeLimits{
-		users: newUserLimits(cfg.MutationRate, cfg.MutationBurst),
-		subs:  &subscriptionCount{max: int64(cfg.MaxSubscriptions)},
-	}))
+	var limits *edgeLimits // nil: none
+	if !cfg.withoutLimits {
+		limits = &edgeLimits{
+			users: newUserLimits(cfg.MutationRate, cfg.MutationBurst),
+			subs:  &subscriptionCount{max: int64(cfg.MaxSubscriptions)},
+		}
+	}
+	srv.AroundOperations(guardOperation(cfg.Metrics, limits))
 	srv.AroundRootFields(cfg.Metrics.aroundRootFields)
 	// Outermost first: the error cap sees the errors of the whole response, and the answer limit
 	// the fields that the per-response dataloaders resolve.
@@ -211,7 +216,11 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 	srv.AroundResponses(perResponse(r))
 
 	mux := http.NewServeMux()
-	mux.Handle("/graphql", withHints(codedErrors(limitBody(cfg.MaxBodyBytes, authenticate(cfg.Secret, srv)))))
+	var api http.Handler = codedErrors(limitBody(cfg.MaxBodyBytes, authenticate(cfg.Secret, srv)))
+	if !cfg.withoutLimits {
+		api = withHints(api)
+	}
+	mux.Handle("/graphql", api)
 	mountGraphiQL(mux, "/graphql")
 
 	c := cors.New(cors.Options{
