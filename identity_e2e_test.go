@@ -40,9 +40,13 @@ func privateJWKS(tb testing.TB, keys map[string]crypto.Signer, order ...string) 
 	tb.Helper()
 	var set jwkset.JWKSMarshal
 	for _, kid := range order {
+		alg := jwkset.AlgRS256
+		if _, ok := keys[kid].(*ecdsa.PrivateKey); ok {
+			alg = jwkset.AlgES256
+		}
 		j, err := jwkset.NewJWKFromKey(keys[kid], jwkset.JWKOptions{
 			Marshal:  jwkset.JWKMarshalOptions{Private: true},
-			Metadata: jwkset.JWKMetadataOptions{KID: kid, USE: jwkset.UseSig},
+			Metadata: jwkset.JWKMetadataOptions{KID: kid, USE: jwkset.UseSig, ALG: alg},
 		})
 		if err != nil {
 			tb.Fatalf("jwk %s: %v", kid, err)
