@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -174,7 +175,10 @@ func TestProviderTokensActAsTheirConfiguredClaim(t *testing.T) {
 // with the message "invalid token" and nothing more.
 func TestForgedTokensAreRefused(t *testing.T) {
 	p := newTestIdP(t, 300)
-	e := newEnv(t, withIdP(p))
+	var logs syncLog
+	e := newEnv(t, withIdP(p), func(c *ServerConfig, _ *[]HubOption) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	})
 	rsaKey := p.key("rsa-1").(*rsa.PrivateKey)
 	pub, _ := x509.MarshalPKIXPublicKey(&rsaKey.PublicKey)
 	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
@@ -226,6 +230,10 @@ func TestForgedTokensAreRefused(t *testing.T) {
 			if r.code() != CodeUnauthenticated || r.Errors[0].Message != "invalid token" {
 				t.Fatalf("response %s, want UNAUTHENTICATED \"invalid token\"", r.raw)
 			}
+			sig := tt.token[strings.LastIndex(tt.token, ".")+1:]
+			if l := logs.String(); !strings.Contains(l, "token refused") || (sig != "" && strings.Contains(l, sig)) {
+				t.Fatalf("the refusal is not logged, or its token is:\n%s", l)
+			}
 		})
 	}
 	expired := rs(with("exp", time.Now().Add(-time.Minute).Unix()))
@@ -236,6 +244,24 @@ func TestForgedTokensAreRefused(t *testing.T) {
 	if _, err := e.dialWS(ctx, rs(with("iss", "https://evil.example.com/")), false); websocket.CloseStatus(err) != closeForbidden {
 		t.Errorf("websocket with a wrong issuer: %v, want 4403", err)
 	}
+}
+
+// syncLog is a goroutine-safe log sink.
+type syncLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 func TestANameDifferingOnlyByNormalisationIsThePerson(t *testing.T) {
