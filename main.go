@@ -195,6 +195,46 @@ func openStores(ctx context.Context, cfg *Config) (write.EventStore, readModel, 
 	return store, model, func() { model.Close(); store.Close() }, nil
 }
 
+// tokenSettings reads how the gateway verifies tokens and, with fetchKeys, fetches the identity
+// provider's key set when one is configured. Errors: a bad setting, and a JWKS that cannot be
+// fetched.
+func tokenSettings(ctx context.Context, cfg *Config, log *slog.Logger, fetchKeys bool) (graph.ServerConfig, error) {
+	var out graph.ServerConfig
+	secret, err := jwtSecret(cfg)
+	if err != nil {
+		return out, err
+	}
+	maxTTL, err := cfg.timeout("jwt-max-ttl")
+	if err != nil {
+		return out, err
+	}
+	out.Secret, out.MaxTokenTTL = secret, maxTTL
+	out.JWTIssuer, out.JWTAudience = cfg.str("jwt-issuer"), cfg.str("jwt-audience")
+	out.JWTUserClaim = cfg.str("jwt-user-claim")
+	if out.JWTUserClaim == "" {
+		return out, errors.New("--jwt-user-claim: must name a claim")
+	}
+	url := cfg.str("jwks-url")
+	if url == "" {
+		if out.JWTIssuer != "" || out.JWTAudience != "" {
+			return out, errors.New("--jwt-issuer and --jwt-audience check the identity provider's tokens: set --jwks-url too")
+		}
+		return out, nil
+	}
+	if !strings.HasPrefix(url, "https://") && !strings.HasPrefix(url, "http://") {
+		return out, fmt.Errorf("--jwks-url: want an http:// or https:// URL, got %q", url)
+	}
+	if !fetchKeys {
+		return out, nil
+	}
+	jwks, err := graph.NewJWKS(ctx, url, graph.WithJWKSLogger(log))
+	if err != nil {
+		return out, fmt.Errorf("--jwks-url: %w; no key is cached, so no token of the provider could be verified", err)
+	}
+	out.JWKS = jwks
+	return out, nil
+}
+
 // jwtSecret returns the configured key, or the one kept in the data dir (made on first use).
 func jwtSecret(cfg *Config) ([]byte, error) {
 	if s := cfg.str("jwt-secret"); s != "" {
@@ -296,11 +336,19 @@ func token(cfg *Config, user string, ttl time.Duration, stdout io.Writer) error 
 	if strings.TrimSpace(user) == "" {
 		return errors.New("--user is required")
 	}
-	if err := write.CheckUser(user); err != nil {
+	user, err := graph.UserName(user)
+	if err != nil {
 		return fmt.Errorf("--user: %w", err)
 	}
 	if ttl <= 0 {
 		return errors.New("--ttl must be positive")
+	}
+	maxTTL, err := cfg.timeout("jwt-max-ttl")
+	if err != nil {
+		return err
+	}
+	if ttl > maxTTL {
+		return fmt.Errorf("--ttl %s is longer than --jwt-max-ttl %s: serve would refuse the token", ttl, maxTTL)
 	}
 	secret, err := jwtSecret(cfg)
 	if err != nil {

@@ -18,12 +18,13 @@ import (
 const readinessTTL = time.Second
 
 // readiness answers /readyz: the event store takes a write, the read model answers a read, Kafka
-// answers. It checks at most once per readinessTTL, whatever the number of probes, and logs the
+// answers, and the identity provider's key set (when configured) is not stale. It checks at most once per readinessTTL, whatever the number of probes, and logs the
 // reason at warn once each time it changes, not on every probe.
 type readiness struct {
 	store   write.EventStore
 	model   read.Model
 	brokers []string
+	jwks    interface{ Problem() string } // nil: no identity provider
 	log     *slog.Logger
 	now     func() time.Time
 
@@ -67,6 +68,13 @@ func (r *readiness) probe(ctx context.Context) (string, error) {
 	}
 	if err := kafka.Ping(ctx, r.brokers); err != nil {
 		return "kafka: not answering", err
+	}
+	if r.jwks != nil {
+		// Cached keys still verify tokens, but a provider unreachable past the cache lifetime
+		// may have rotated or revoked them: this gateway can no longer say it is current.
+		if p := r.jwks.Problem(); p != "" {
+			return p, nil
+		}
 	}
 	return "", nil
 }

@@ -100,7 +100,7 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 	if err != nil {
 		return nil, err
 	}
-	secret, err := jwtSecret(cfg)
+	auth, err := tokenSettings(ctx, cfg, log, roles["gateway"]) // only a gateway verifies tokens
 	if err != nil {
 		return nil, err
 	}
@@ -237,8 +237,16 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+		if auth.JWKS != nil {
+			runRole("jwks", auth.JWKS.Run)
+		}
 		api, err := graph.NewServer(graph.ServerConfig{
-			Secret:               secret,
+			Secret:               auth.Secret,
+			JWKS:                 auth.JWKS,
+			JWTIssuer:            auth.JWTIssuer,
+			JWTAudience:          auth.JWTAudience,
+			JWTUserClaim:         auth.JWTUserClaim,
+			MaxTokenTTL:          auth.MaxTokenTTL,
 			AllowedOrigins:       cfg.list("cors-origins"),
 			DisableIntrospection: !introspection,
 			MaxBodyBytes:         int64(maxBody),
@@ -268,7 +276,11 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
 	})
-	mux.Handle("/readyz", &readiness{store: store, model: model, brokers: brokers, log: log, now: time.Now})
+	ready := &readiness{store: store, model: model, brokers: brokers, log: log, now: time.Now}
+	if auth.JWKS != nil && roles["gateway"] {
+		ready.jwks = auth.JWKS
+	}
+	mux.Handle("/readyz", ready)
 
 	ln, err := net.Listen("tcp", cfg.str("addr"))
 	if err != nil {

@@ -86,6 +86,7 @@ type tokenCache struct {
 // embeddedFlags choose the embedded default of every piece, whatever POSTGATE_* variables the
 // environment holds (flags win over the environment): these tests are about the binary, hermetic.
 var embeddedFlags = []string{"--mongo-uri=", "--kafka-brokers=", "--read-dsn=", "--jwt-secret=",
+	"--jwks-url=", "--jwt-issuer=", "--jwt-audience=", "--jwt-user-claim=sub", "--jwt-max-ttl=24h",
 	"--roles=gateway,relay,projector", "--cors-origins=", "--introspection=true", "--complexity=5000",
 	"--max-body=1048576", "--log-format=text"}
 

@@ -60,7 +60,7 @@ func classify(err error) (code, msg string, ok bool) {
 		return ce.code, ce.msg, true
 	}
 	if errors.Is(err, ErrUnauthenticated) {
-		return CodeUnauthenticated, "invalid or expired token", true
+		return CodeUnauthenticated, refusal(err), true
 	}
 	if errors.Is(err, read.ErrBadCursor) {
 		return CodeBadUserInput, "invalid cursor", true

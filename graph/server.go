@@ -31,6 +31,15 @@ import (
 type ServerConfig struct {
 	// Secret verifies bearer tokens (HS256). Required.
 	Secret []byte
+	// JWKS, when set, also verifies an identity provider's tokens (RS*, PS*, ES*, EdDSA) against
+	// its key set; JWTIssuer and JWTAudience, when set, must match their "iss" and "aud", and
+	// JWTUserClaim (default "sub") names their user.
+	JWKS         *JWKS
+	JWTIssuer    string
+	JWTAudience  string
+	JWTUserClaim string
+	// MaxTokenTTL is the longest lifetime of any token (default 24 h).
+	MaxTokenTTL time.Duration
 	// AllowedOrigins are the origins allowed by CORS and for websockets (patterns such as
 	// "https://*.example.com"). Empty allows same-origin requests and clients without an Origin.
 	AllowedOrigins []string
@@ -153,6 +162,7 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 		return nil, errors.New("graph server: resolver needs Commands, Reads and Changes")
 	}
 	cfg = cfg.withDefaults()
+	tokens := cfg.tokens()
 	if r.Logger == nil {
 		r.Logger = cfg.Logger
 	}
@@ -171,7 +181,7 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 	// Transports: first match wins, so the websocket upgrade is tried first and SSE before POST.
 	// The websocket transport sends parse and validation errors past the response middleware:
 	// capping them takes a wrapper.
-	var ws graphql.Transport = newWebsocketTransport(cfg)
+	var ws graphql.Transport = newWebsocketTransport(cfg, tokens)
 	if !cfg.withoutLimits {
 		ws = cappedTransport{Transport: ws, max: cfg.MaxErrors}
 	}
@@ -216,7 +226,7 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 	srv.AroundResponses(perResponse(r))
 
 	mux := http.NewServeMux()
-	var api http.Handler = codedErrors(limitBody(cfg.MaxBodyBytes, authenticate(cfg.Secret, srv)))
+	var api http.Handler = codedErrors(limitBody(cfg.MaxBodyBytes, authenticate(tokens, cfg.Metrics, srv)))
 	if !cfg.withoutLimits {
 		api = withHints(api)
 	}
@@ -234,6 +244,12 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 		return mux, nil
 	}
 	return c.Handler(mux), nil
+}
+
+// tokens returns the verifier of the configured bearer tokens.
+func (c ServerConfig) tokens() *tokenVerifier {
+	return newTokenVerifier(TokenConfig{Secret: c.Secret, JWKS: c.JWKS, Issuer: c.JWTIssuer,
+		Audience: c.JWTAudience, UserClaim: c.JWTUserClaim, MaxTTL: c.MaxTokenTTL, Logger: c.Logger})
 }
 
 func originPatterns(origins []string) []string {
@@ -256,11 +272,15 @@ func guardOperation(m *Metrics, limits *edgeLimits) graphql.OperationMiddleware 
 	return func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 		id := identityFrom(ctx)
 		oc := graphql.GetOperationContext(ctx)
-		if id.bad != nil || id.expired(time.Now()) {
+		if id.bad != nil {
+			m.countError(CodeUnauthenticated)
+			return graphql.OneShot(unauthenticated(refusal(id.bad)))
+		}
+		if id.expired(time.Now()) {
 			// A websocket is authenticated once, at connection_init: its token can expire while
 			// it stays open, and every operation after that is refused.
 			m.countError(CodeUnauthenticated)
-			return graphql.OneShot(unauthenticated("invalid or expired token"))
+			return graphql.OneShot(unauthenticated(refusal(ErrTokenExpired)))
 		}
 		if oc != nil && oc.Operation != nil {
 			switch oc.Operation.Operation {

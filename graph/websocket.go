@@ -58,7 +58,7 @@ const (
 // goroutine while they wait; coder/websocket's read and write buffers; and the small state below.
 // No goroutine runs per connection for pings or for watching contexts.
 type websocketTransport struct {
-	secret       []byte
+	tokens       *tokenVerifier
 	accept       websocket.AcceptOptions
 	readLimit    int64
 	initTimeout  time.Duration
@@ -77,9 +77,9 @@ type websocketTransport struct {
 
 var _ graphql.Transport = (*websocketTransport)(nil)
 
-func newWebsocketTransport(cfg ServerConfig) *websocketTransport {
+func newWebsocketTransport(cfg ServerConfig, tokens *tokenVerifier) *websocketTransport {
 	return &websocketTransport{
-		secret: cfg.Secret,
+		tokens: tokens,
 		accept: websocket.AcceptOptions{
 			Subprotocols:   []string{subprotocolTransportWS, subprotocolLegacyWS},
 			OriginPatterns: originPatterns(cfg.AllowedOrigins),
@@ -302,13 +302,13 @@ func (c *wsConn) init(payload json.RawMessage) bool {
 			return false
 		}
 	}
-	id := identify(c.t.secret, p.Authorization())
+	id := c.t.tokens.identify(p.Authorization(), "websocket")
 	if id.bad != nil {
 		// A 4403 is final for graphql-ws clients: they do not reconnect in a loop with a bad token.
 		if c.legacy {
-			c.write(wsFrame{Type: "connection_error", Payload: mustJSON(&gqlerror.Error{Message: "forbidden: invalid token"})})
+			c.write(wsFrame{Type: "connection_error", Payload: mustJSON(&gqlerror.Error{Message: "forbidden: " + refusal(id.bad)})})
 		}
-		c.close(closeForbidden, "Forbidden")
+		c.close(closeForbidden, "Forbidden: "+refusal(id.bad))
 		return false
 	}
 	c.ctx = withIdentity(c.ctx, id)
