@@ -106,3 +106,30 @@ func TestKeyFileIsMadeOnceAndRefusedWhenDamaged(t *testing.T) {
 		t.Fatal("a two-character key file was accepted")
 	}
 }
+
+// TestEdgeSettingsAreChecked: a bad bound is refused with its own flag's name before anything starts.
+func TestEdgeSettingsAreChecked(t *testing.T) {
+	for _, c := range []struct{ arg, want string }{
+		{"--max-connections=0", "--max-connections"},
+		{"--body-timeout=-1s", "--body-timeout"},
+		{"--mutation-rate=-3", "--mutation-rate"},
+		{"--max-aliases=x", "--max-aliases"},
+		{"--socket-subscriptions=0", "--socket-subscriptions"},
+	} {
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		cfg := register(fs)
+		if err := fs.Parse([]string{c.arg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := edgeSettings(cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one naming %s", c.arg, err, c.want)
+		}
+	}
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	cfg := register(fs)
+	e, err := edgeSettings(cfg)
+	if err != nil || e.connections != 10000 || e.mutationRate != 20 || e.mutationBurst != 40 || e.socketSubscriptions != 100 {
+		t.Errorf("defaults: %+v, %v", e, err)
+	}
+}

@@ -26,37 +26,20 @@ type edge struct {
 
 // edgeSettings reads and checks the edge's settings.
 func edgeSettings(cfg *Config) (e edge, err error) {
-	if e.connections, err = cfg.positive("max-connections"); err != nil {
-		return e, err
-	}
-	if e.headerTimeout, err = cfg.timeout("header-timeout"); err != nil {
-		return e, err
-	}
-	if e.bodyTimeout, err = cfg.timeout("body-timeout"); err != nil {
-		return e, err
-	}
-	if e.idleTimeout, err = cfg.timeout("idle-timeout"); err != nil {
-		return e, err
-	}
-	if e.mutationRate, err = cfg.float("mutation-rate"); err != nil {
-		return e, err
-	}
-	if e.mutationRate == 0 {
-		e.mutationRate = -1 // the flag's 0 means no limit; graph's zero means its default
-	}
-	if e.mutationBurst, err = cfg.positive("mutation-burst"); err != nil {
-		return e, err
-	}
-	if e.subscriptions, err = cfg.positive("max-subscriptions"); err != nil {
-		return e, err
-	}
-	if e.waiters, err = cfg.positive("max-waiters"); err != nil {
-		return e, err
+	for _, v := range []struct {
+		to   *time.Duration
+		name string
+	}{{&e.headerTimeout, "header-timeout"}, {&e.bodyTimeout, "body-timeout"}, {&e.idleTimeout, "idle-timeout"}} {
+		if *v.to, err = cfg.timeout(v.name); err != nil {
+			return e, err
+		}
 	}
 	for _, v := range []struct {
 		to   *int
 		name string
 	}{
+		{&e.connections, "max-connections"}, {&e.mutationBurst, "mutation-burst"},
+		{&e.subscriptions, "max-subscriptions"}, {&e.waiters, "max-waiters"},
 		{&e.aliases, "max-aliases"}, {&e.selectionFields, "max-selection-fields"},
 		{&e.mutationFields, "max-mutation-fields"}, {&e.depth, "max-depth"}, {&e.answerBytes, "max-answer"},
 		{&e.errors, "max-errors"}, {&e.socketSubscriptions, "socket-subscriptions"},
@@ -64,6 +47,12 @@ func edgeSettings(cfg *Config) (e edge, err error) {
 		if *v.to, err = cfg.positive(v.name); err != nil {
 			return e, err
 		}
+	}
+	if e.mutationRate, err = cfg.float("mutation-rate"); err != nil {
+		return e, err
+	}
+	if e.mutationRate == 0 {
+		e.mutationRate = -1 // the flag's 0 means no limit; graph's zero means its default
 	}
 	return e, nil
 }
