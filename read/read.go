@@ -173,3 +173,24 @@ type Generations interface {
 	// ActiveGeneration returns the generation that queries and Apply use now.
 	ActiveGeneration(ctx context.Context) (int64, error)
 }
+
+// Positions is implemented by read models that record the event-store position up to which every
+// event is known to be applied; the projector's catch-up from the store starts there.
+type Positions interface {
+	// AppliedPosition returns the recorded position, 0 when none is.
+	AppliedPosition(ctx context.Context) (int64, error)
+	// SaveAppliedPosition records p. It never moves the position backwards: a smaller p is ignored.
+	SaveAppliedPosition(ctx context.Context, p int64) error
+}
+
+// Repairer is implemented by read models whose posts can be compared with the event store and
+// repaired one at a time (the projector's anti-entropy).
+type Repairer interface {
+	// DumpPost returns what the active generation holds of one post, as Dump would list it
+	// (its row, live comments, current likes, and the applied version of each of its streams).
+	DumpPost(ctx context.Context, postID string) (State, error)
+	// ReplacePost deletes every row of the post from the active generation and applies events
+	// (all of the post's events, in store order) in the same transaction, so that no reader sees
+	// the post half repaired. Errors as for Apply.
+	ReplacePost(ctx context.Context, postID string, events []write.Event) ([]Change, error)
+}
