@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,8 +19,8 @@ import (
 	"time"
 )
 
-// helperEnv, when set, makes this test binary run postgate with the arguments it holds (split
-// on NUL) instead of the tests: the data-dir tests need real separate processes, and re-running
+// helperEnv, when set, makes this test binary run postgate with the arguments it holds (a JSON
+// array: the environment cannot hold NUL) instead of the tests: the data-dir tests need real separate processes, and re-running
 // the test binary costs no build.
 const helperEnv = "POSTGATE_TEST_HELPER_ARGS"
 
@@ -30,7 +31,12 @@ func TestHelperProcess(t *testing.T) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, strings.Split(args, "\x00"), os.Stdout, os.Stderr))
+	var argv []string
+	if err := json.Unmarshal([]byte(args), &argv); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", helperEnv, err)
+		os.Exit(2)
+	}
+	os.Exit(run(ctx, argv, os.Stdout, os.Stderr))
 }
 
 // postgateProc is postgate run as its own process from the test binary.
@@ -44,7 +50,11 @@ type postgateProc struct {
 func startPostgate(tb testing.TB, args ...string) *postgateProc {
 	tb.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
-	cmd.Env = append(scaleoutEnv(nil), helperEnv+"="+strings.Join(args, "\x00"))
+	argv, err := json.Marshal(args)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd.Env = append(scaleoutEnv(nil), helperEnv+"="+string(argv))
 	p := &postgateProc{cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
@@ -86,7 +96,7 @@ func (p *postgateProc) wait(tb testing.TB, d time.Duration) int {
 	}
 }
 
-var servingAddr = regexp.MustCompile(`postgate serving addr=(\S+)`)
+var servingAddr = regexp.MustCompile(`msg="postgate serving" addr=(\S+)`)
 
 // serving waits until the process logs that it serves and returns its address.
 func (p *postgateProc) serving(tb testing.TB) string {
