@@ -231,7 +231,8 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		}
 		if heal.antiEntropyRate > 0 {
 			ae, err := projector.NewAntiEntropy(proj, store, model, projector.WithRate(heal.antiEntropyRate),
-				projector.WithSettle(max(heal.catchUpDelay, time.Second)), projector.WithAntiEntropyLogger(log))
+				projector.WithSettle(max(heal.catchUpDelay, time.Second)), projector.WithAntiEntropyLogger(log),
+				projector.WithRepairs(consumer.Announce))
 			if err != nil {
 				return nil, fmt.Errorf("projector anti-entropy: %w", err)
 			}

@@ -28,10 +28,12 @@ var ErrNotRepairable = errors.New("read model cannot repair a post")
 // stream the read model knows of) with the write side's aggregates, as Verify does, and compares
 // the result with the post's rows (read.Repairer.DumpPost). A post that differs is repaired:
 // read.Repairer.ReplacePost deletes its rows and applies all of its stored events in one
-// transaction, the same apply the projector runs; then the streams are read again and whatever the
-// live projector applied in between is applied once more (idempotent), so a repair never loses a
-// concurrent event. Posts with an event younger than the delay are in flight and left to the next
-// cycle.
+// transaction, the same apply the projector runs, reading the streams again once that transaction
+// holds the apply lock, so a repair never loses an event a projector applied meanwhile and no
+// reader sees the post go back. The repaired state is announced (WithRepairs) as the post's
+// state now. Posts with an event younger than the delay are in flight and left to the next cycle.
+// Several projector processes each run their own walk; the lock makes their repairs of one post
+// take turns, which only costs a second, idempotent rewrite.
 //
 // A divergence of any kind (a row changed or deleted, a missed event) is thus repaired within one
 // cycle, head/rate seconds plus the delay. Cost: per event passed, one applied-version lookup;
@@ -48,6 +50,8 @@ type AntiEntropy struct {
 	delay  time.Duration
 	log    *slog.Logger
 	now    func() time.Time
+
+	onChanges func([]read.Change)
 
 	cursor   atomic.Int64
 	checked  atomic.Int64
@@ -71,6 +75,12 @@ func WithSettle(d time.Duration) AntiEntropyOption {
 // WithAntiEntropyLogger sets where findings are reported (default slog.Default()).
 func WithAntiEntropyLogger(l *slog.Logger) AntiEntropyOption {
 	return func(a *AntiEntropy) { a.log = l }
+}
+
+// WithRepairs sets a hook called with the change of every post repaired, as its state now (to
+// announce it to subscribers as the Kafka consumer announces its own).
+func WithRepairs(fn func([]read.Change)) AntiEntropyOption {
+	return func(a *AntiEntropy) { a.onChanges = fn }
 }
 
 // NewAntiEntropy returns a check of model against store, repairing through proj. Errors:
@@ -183,7 +193,7 @@ func (a *AntiEntropy) checkPost(ctx context.Context, id string, extra []string, 
 	for _, s := range extra {
 		streams[s] = true
 	}
-	events, err := a.load(ctx, streams, nil)
+	events, err := a.load(ctx, streams)
 	if err != nil {
 		return false, err
 	}
@@ -213,35 +223,44 @@ func (a *AntiEntropy) checkPost(ctx context.Context, id string, extra []string, 
 	if len(events) == 0 {
 		return false, nil // the model has rows of a post the store does not know: verify's to report
 	}
-	if _, err := a.repair.ReplacePost(ctx, id, events); err != nil {
+	// The repair reads the streams again under the read model's apply lock, with those the rows
+	// hold at that moment: an event a projector applied since the comparison is in the store
+	// already, so it is rewritten with the rest and no reader sees the post go back.
+	changes, err := a.repair.ReplacePost(ctx, id, func(ctx context.Context, held []string) ([]write.Event, error) {
+		for _, s := range held {
+			streams[s] = true
+		}
+		return a.load(ctx, streams)
+	})
+	if err != nil {
 		return false, fmt.Errorf("anti-entropy: repair post %s: %w", id, err)
 	}
-	// Events the live projector applied between the load and the repair were deleted with the
-	// rows: they are in the store (it is written first), so reading again and applying brings them
-	// back, and what the projector applies from now on lands on the repaired rows.
-	versions := map[string]int64{}
-	for _, e := range events {
-		versions[e.Stream] = max(versions[e.Stream], e.Version)
-	}
-	newer, err := a.load(ctx, streams, versions)
-	if err != nil {
-		return true, err
-	}
-	if len(newer) > 0 {
-		if _, err := a.proj.Apply(ctx, newer); err != nil {
-			return true, fmt.Errorf("anti-entropy: after repairing post %s: %w", id, err)
-		}
-	}
 	a.repairs.Add(1)
-	a.log.Info("anti-entropy: post repaired", "post", id, "events", len(events)+len(newer))
+	a.log.Info("anti-entropy: post repaired", "post", id, "events", len(events))
+	if a.onChanges != nil {
+		a.onChanges(asRepaired(changes))
+	}
 	return true, nil
 }
 
-// load reads streams from the store after the given versions (0 when absent), in store order.
-func (a *AntiEntropy) load(ctx context.Context, streams map[string]bool, after map[string]int64) ([]write.Event, error) {
+// asRepaired turns the changes of a rewritten post into what subscribers should hear: its state
+// now, not its history again (the post was not created anew, and the like counts it passed
+// through on the way were sent long ago).
+func asRepaired(changes []read.Change) []read.Change {
+	out := make([]read.Change, 0, len(changes))
+	for _, c := range changes {
+		c.Created, c.Content, c.LikesChange = false, true, true
+		c.LikeSteps = []read.LikeStep{{Likes: c.Likes, LikeVersion: c.LikeVersion}}
+		out = append(out, c)
+	}
+	return out
+}
+
+// load reads the whole of streams from the store, in store order.
+func (a *AntiEntropy) load(ctx context.Context, streams map[string]bool) ([]write.Event, error) {
 	var out []write.Event
 	for s := range streams {
-		evs, err := a.store.Load(ctx, s, after[s])
+		evs, err := a.store.Load(ctx, s, 0)
 		if err != nil {
 			return nil, fmt.Errorf("anti-entropy: load %s: %w", s, err)
 		}

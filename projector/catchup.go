@@ -27,9 +27,13 @@ var ErrNoPositions = errors.New("read model records no applied position")
 // the store position up to which every event is known to be in the read model. Each round reads
 // the events after P (write.EventStore.ReadAll, position order) and compares each event's stream
 // version with the one the read model has applied (read.Queries.StreamVersion). An event already
-// applied costs nothing more. An event not applied yet is Kafka's to deliver while it is younger
-// than the delay; once older, it is read from the store and applied (with its stream's
-// predecessors, which Apply fills), and P moves past it. P is saved only after the transaction
+// applied costs nothing more. An event not applied yet is Kafka's to deliver for the delay
+// (counted from the earlier of its time and when a round first found it missing); after that it
+// is applied from the store (with its stream's predecessors, which Apply fills), and P moves past
+// it. A round never moves P past an event that is missing and not yet due, and positions become
+// visible in order (write.EventStore.ReadAll: a concurrent writer cannot commit below P later),
+// so nothing is ever skipped, as write/kafka's relay never moves its checkpoint past an event it
+// has not published (PITFALLS 2). P is saved only after the transaction
 // that applied everything up to it has committed, so a crash in between repeats idempotent work
 // and never skips. P lives in the read model: a read model made anew starts from 0 and is completed
 // from the whole store. Kafka's duplicates of what catch-up applied change nothing.
@@ -49,6 +53,12 @@ type CatchUp struct {
 	log       *slog.Logger
 	onChanges func([]read.Change)
 	now       func() time.Time
+
+	// seen holds when a round first found each missing event, by position: an event is due from
+	// the earlier of its own time and that moment, as the relay's grace period is, so that a
+	// writer's clock running ahead cannot hold catch-up back. Only Round touches it; entries at or
+	// below the applied position are dropped.
+	seen map[int64]time.Time
 
 	position   atomic.Int64
 	caughtUp   atomic.Int64 // events read from the store and applied by catch-up
@@ -88,7 +98,7 @@ func NewCatchUp(proj *Projector, store write.EventStore, model read.Model, opts 
 		return nil, ErrNoPositions
 	}
 	c := &CatchUp{proj: proj, store: store, model: model, positions: pos, delay: 10 * time.Second,
-		interval: time.Second, page: 1000, log: slog.Default(), now: time.Now}
+		interval: time.Second, page: 1000, log: slog.Default(), now: time.Now, seen: map[int64]time.Time{}}
 	for _, o := range opts {
 		o(c)
 	}
@@ -121,9 +131,10 @@ func (c *CatchUp) Run(ctx context.Context) error {
 	}
 }
 
-// Round reads the store after the applied position until it reaches an event that is both
-// missing and younger than the delay (or the store's end), applies what is missing, and saves
-// the new position. It returns how many events it applied. Errors are the store's or the model's.
+// Round reads the store after the applied position until it reaches an event that is missing
+// and not yet due (or the store's end), applies what is missing, and saves the new position. It
+// returns how many events it applied. Errors are the store's or the model's. Rounds must not run
+// concurrently (Run runs them one after another); several processes may each run their own.
 func (c *CatchUp) Round(ctx context.Context) (applied int, err error) {
 	c.rounds.Add(1)
 	pos, err := c.positions.AppliedPosition(ctx)
@@ -131,7 +142,7 @@ func (c *CatchUp) Round(ctx context.Context) (applied int, err error) {
 		return 0, err
 	}
 	c.position.Store(pos)
-	cutoff := c.now().Add(-c.delay)
+	now := c.now()
 	behind := 0
 	defer func() { c.lastBehind.Store(int64(behind)) }()
 	for {
@@ -142,7 +153,7 @@ func (c *CatchUp) Round(ctx context.Context) (applied int, err error) {
 		if len(page) == 0 {
 			return applied, nil
 		}
-		missing, upto, stopped, err := c.missing(ctx, page, cutoff)
+		missing, upto, stopped, err := c.missing(ctx, page, now)
 		if err != nil {
 			return applied, err
 		}
@@ -160,6 +171,11 @@ func (c *CatchUp) Round(ctx context.Context) (applied int, err error) {
 			}
 			pos = upto
 			c.position.Store(pos)
+			for p := range c.seen {
+				if p <= pos {
+					delete(c.seen, p)
+				}
+			}
 		}
 		if stopped || len(page) < c.page {
 			return applied, nil
@@ -167,10 +183,13 @@ func (c *CatchUp) Round(ctx context.Context) (applied int, err error) {
 	}
 }
 
-// missing returns the events of page that the read model lacks and that are older than cutoff,
-// the position up to which the page is settled once they are applied, and whether it stopped
-// at a missing event younger than cutoff.
-func (c *CatchUp) missing(ctx context.Context, page []write.Event, cutoff time.Time) (missing []write.Event, upto int64, stopped bool, err error) {
+// missing returns the events of page that the read model lacks and that are due (missing for
+// the delay), the position up to which the page is settled once they are applied, and whether it
+// stopped at a missing event not yet due. It never settles past such an event: positions become
+// visible in order (write.EventStore.ReadAll), so everything below upto has been seen, and an
+// event still in flight is waited for, never skipped (PITFALLS 2; write/kafka's relay does the
+// same with its checkpoint).
+func (c *CatchUp) missing(ctx context.Context, page []write.Event, now time.Time) (missing []write.Event, upto int64, stopped bool, err error) {
 	versions := map[string]int64{}
 	for _, e := range page {
 		v, ok := versions[e.Stream]
@@ -181,7 +200,15 @@ func (c *CatchUp) missing(ctx context.Context, page []write.Event, cutoff time.T
 			versions[e.Stream] = v
 		}
 		if e.Version > v {
-			if e.At.After(cutoff) {
+			first, ok := c.seen[e.Position]
+			if !ok {
+				first = now
+				c.seen[e.Position] = now
+			}
+			if e.At.Before(first) {
+				first = e.At
+			}
+			if now.Before(first.Add(c.delay)) {
 				return missing, upto, true, nil
 			}
 			missing = append(missing, e)

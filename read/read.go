@@ -189,8 +189,12 @@ type Repairer interface {
 	// DumpPost returns what the active generation holds of one post, as Dump would list it
 	// (its row, live comments, current likes, and the applied version of each of its streams).
 	DumpPost(ctx context.Context, postID string) (State, error)
-	// ReplacePost deletes every row of the post from the active generation and applies events
-	// (all of the post's events, in store order) in the same transaction, so that no reader sees
-	// the post half repaired. Errors as for Apply.
-	ReplacePost(ctx context.Context, postID string, events []write.Event) ([]Change, error)
+	// ReplacePost deletes every row of the post from the active generation and applies the
+	// events load returns (all of the post's stored events, in store order) in the same
+	// transaction, so that no reader sees the post half repaired. load runs once the transaction
+	// holds the apply lock, with the streams of the post that the rows hold at that moment (its
+	// post stream and every like stream with a row), so that no concurrent Apply lands between
+	// what it reads and the rewrite: the store is written before anything is applied, so what
+	// load reads includes whatever any projector applied before. Errors as for Apply, and load's.
+	ReplacePost(ctx context.Context, postID string, load func(ctx context.Context, streams []string) ([]write.Event, error)) ([]Change, error)
 }

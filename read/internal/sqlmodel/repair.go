@@ -13,26 +13,10 @@ import (
 	"github.com/postgate/postgate/write"
 )
 
-// The statements of this file are plain SQL that both dialects accept once rebound to their
-// placeholders: they name the tables without a schema (SQL Server resolves them in dbo) and take
-// the generation as an argument.
-const (
-	selectAppliedPosition = "SELECT position FROM applied_position WHERE id = 1"
-	updateAppliedPosition = "UPDATE applied_position SET position = ? WHERE id = 1 AND position < ?"
-	selectPostRow         = "SELECT id, author, message, created_at, edited_at, likes, like_version, comment_count, version, deleted FROM posts WHERE gen = ? AND id = ?"
-	selectPostComments    = "SELECT id, post_id, author, text, created_at, edited_at FROM comments WHERE gen = ? AND post_id = ? ORDER BY id"
-	selectPostLikes       = "SELECT post_id, user_id, version, liked FROM likes WHERE gen = ? AND post_id = ? ORDER BY user_id"
-	deletePostRow         = "DELETE FROM posts WHERE gen = ? AND id = ?"
-	deletePostComments    = "DELETE FROM comments WHERE gen = ? AND post_id = ?"
-	deletePostLikes       = "DELETE FROM likes WHERE gen = ? AND post_id = ?"
-)
-
-func (m *Model) rebind(q string) string { return sqlx.Rebind(sqlx.BindType(m.d.Name()), q) }
-
 // AppliedPosition returns the recorded catch-up position, 0 when none is. See read.Positions.
 func (m *Model) AppliedPosition(ctx context.Context) (int64, error) {
 	var p int64
-	err := m.reader.GetContext(ctx, &p, m.rebind(selectAppliedPosition))
+	err := m.reader.GetContext(ctx, &p, m.d.AppliedPosition())
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -44,7 +28,7 @@ func (m *Model) AppliedPosition(ctx context.Context) (int64, error) {
 
 // SaveAppliedPosition moves the recorded position forward to p. See read.Positions.
 func (m *Model) SaveAppliedPosition(ctx context.Context, p int64) error {
-	if _, err := m.writer.ExecContext(ctx, m.rebind(updateAppliedPosition), p, p); err != nil {
+	if _, err := m.writer.ExecContext(ctx, m.d.SaveAppliedPosition(), p, p); err != nil {
 		return fmt.Errorf("save applied position %d: %w", p, err)
 	}
 	return nil
@@ -62,7 +46,7 @@ func (m *Model) DumpPost(ctx context.Context, postID string) (read.State, error)
 	if err := tx.GetContext(ctx, &gen, m.d.ActiveGen()); err != nil {
 		return st, fmt.Errorf("dump post %s: active generation: %w", postID, err)
 	}
-	p, err := scanStored(tx.QueryRowxContext(ctx, m.rebind(selectPostRow), gen, postID))
+	p, err := scanStored(tx.QueryRowxContext(ctx, m.d.DumpPost(), gen, postID))
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
@@ -71,7 +55,7 @@ func (m *Model) DumpPost(ctx context.Context, postID string) (read.State, error)
 		st.Posts = append(st.Posts, p)
 		st.Streams[write.PostStream(p.ID)] = p.Version
 	}
-	rows, err := tx.QueryxContext(ctx, m.rebind(selectPostComments), gen, postID)
+	rows, err := tx.QueryxContext(ctx, m.d.DumpPostComments(), gen, postID)
 	if err != nil {
 		return st, fmt.Errorf("dump post %s comments: %w", postID, err)
 	}
@@ -86,7 +70,7 @@ func (m *Model) DumpPost(ctx context.Context, postID string) (read.State, error)
 	if err := closeRows(rows); err != nil {
 		return st, fmt.Errorf("dump post %s comments: %w", postID, err)
 	}
-	if rows, err = tx.QueryxContext(ctx, m.rebind(selectPostLikes), gen, postID); err != nil {
+	if rows, err = tx.QueryxContext(ctx, m.d.DumpPostLikes(), gen, postID); err != nil {
 		return st, fmt.Errorf("dump post %s likes: %w", postID, err)
 	}
 	for rows.Next() {
@@ -109,30 +93,61 @@ func (m *Model) DumpPost(ctx context.Context, postID string) (read.State, error)
 	return st, nil
 }
 
-// ReplacePost deletes the post's rows and applies events in one transaction. See read.Repairer.
-func (m *Model) ReplacePost(ctx context.Context, postID string, events []write.Event) ([]read.Change, error) {
-	payloads := make([]write.Payload, len(events))
-	for i, e := range events {
-		if e.PostID != postID {
-			return nil, fmt.Errorf("replace post %s: event %s belongs to post %s", postID, e.ID, e.PostID)
-		}
-		var err error
-		if payloads[i], err = write.Decode(e); err != nil {
-			return nil, fmt.Errorf("replace post %s: %w", postID, err)
-		}
-	}
+// ReplacePost deletes the post's rows and applies what load returns, in one transaction that
+// has taken the apply lock before load runs. See read.Repairer.
+func (m *Model) ReplacePost(ctx context.Context, postID string, load func(ctx context.Context, streams []string) ([]write.Event, error)) ([]read.Change, error) {
 	if err := m.prepare(ctx); err != nil {
 		return nil, err
 	}
-	return m.applyTx(ctx, 0, events, payloads, nil, postID)
+	return m.applyTx(ctx, 0, nil, nil, nil, &reset{postID: postID, load: load})
 }
 
-// deletePost deletes every row of a post in generation gen, within tx.
-func (m *Model) deletePost(ctx context.Context, tx *sqlx.Tx, gen int64, postID string) error {
-	for _, q := range []string{deletePostRow, deletePostComments, deletePostLikes} {
-		if _, err := tx.ExecContext(ctx, m.rebind(q), gen, postID); err != nil {
-			return fmt.Errorf("replace post %s: delete rows: %w", postID, err)
+// reset is a ReplacePost within applyTx: the post's rows are deleted and its events loaded once
+// the transaction holds the apply lock.
+type reset struct {
+	postID string
+	load   func(ctx context.Context, streams []string) ([]write.Event, error)
+}
+
+// events deletes the post's rows of generation gen within tx and returns its events, decoded.
+func (r *reset) events(ctx context.Context, m *Model, tx *sqlx.Tx, gen int64) ([]write.Event, []write.Payload, error) {
+	// The streams the rows hold now, under the lock: a like applied by a projector a moment ago
+	// is among them, so its row is rewritten, not lost.
+	streams := []string{write.PostStream(r.postID)}
+	rows, err := tx.QueryxContext(ctx, m.d.DumpPostLikes(), gen, r.postID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("replace post %s: likes: %w", r.postID, err)
+	}
+	for rows.Next() {
+		var post, user string
+		var v int64
+		var liked bool
+		if err := rows.Scan(&post, &user, &v, &liked); err != nil {
+			rows.Close()
+			return nil, nil, fmt.Errorf("replace post %s: likes: %w", r.postID, err)
+		}
+		streams = append(streams, write.LikeStream(post, user))
+	}
+	if err := closeRows(rows); err != nil {
+		return nil, nil, fmt.Errorf("replace post %s: likes: %w", r.postID, err)
+	}
+	events, err := r.load(ctx, streams)
+	if err != nil {
+		return nil, nil, fmt.Errorf("replace post %s: load: %w", r.postID, err)
+	}
+	payloads := make([]write.Payload, len(events))
+	for i, e := range events {
+		if e.PostID != r.postID {
+			return nil, nil, fmt.Errorf("replace post %s: event %s belongs to post %s", r.postID, e.ID, e.PostID)
+		}
+		if payloads[i], err = write.Decode(e); err != nil {
+			return nil, nil, fmt.Errorf("replace post %s: %w", r.postID, err)
 		}
 	}
-	return nil
+	for _, t := range Tables {
+		if _, err := tx.ExecContext(ctx, m.d.DeletePost(t), gen, r.postID); err != nil {
+			return nil, nil, fmt.Errorf("replace post %s: delete %s: %w", r.postID, t, err)
+		}
+	}
+	return events, payloads, nil
 }
