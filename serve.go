@@ -230,8 +230,10 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 			runRole("catch-up", catchUp.Run)
 		}
 		if heal.antiEntropyRate > 0 {
+			// Anti-entropy leaves a post alone until its newest event is twice the catch-up delay
+			// old: an event merely missing is catch-up's (one apply), not a rewrite of the post.
 			ae, err := projector.NewAntiEntropy(proj, store, model, projector.WithRate(heal.antiEntropyRate),
-				projector.WithSettle(max(heal.catchUpDelay, time.Second)), projector.WithAntiEntropyLogger(log),
+				projector.WithSettle(max(2*heal.catchUpDelay, time.Second)), projector.WithAntiEntropyLogger(log),
 				projector.WithRepairs(consumer.Announce))
 			if err != nil {
 				return nil, fmt.Errorf("projector anti-entropy: %w", err)
