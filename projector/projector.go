@@ -9,8 +9,9 @@
 //   - CatchUp knows what is missing from the applied position P that the read model records
 //     (read.Positions): every event at or below P is in the read model. Each round reads the store
 //     after P in store order, looks up each event's stream version in the read model, applies
-//     (idempotently, through Apply) the events that are missing and older than the delay, and saves
-//     the new P only after that commit. So events Kafka lost (its log deleted, a topic recreated,
+//     (idempotently, through Apply) the events that have been missing for the delay, and saves
+//     the new P only after that commit. P never passes an event still missing and not yet due;
+//     the store makes positions visible in order, so no later commit can land below P. So events Kafka lost (its log deleted, a topic recreated,
 //     a group's offsets reset or gone, retention passed) reach the read model within the delay
 //     plus a round, and honest traffic costs one store read and one version lookup per event.
 //   - AntiEntropy walks the whole store at a bounded rate and compares each post's rows with the
