@@ -39,6 +39,8 @@ var settings = []setting{
 	{"partitions", "POSTGATE_PARTITIONS", "8", "partitions of the topics postgate creates"},
 	{"replication", "POSTGATE_REPLICATION_FACTOR", "1", "replication factor of the topics postgate creates"},
 	{"group", "POSTGATE_PROJECTOR_GROUP", "postgate-projector", "Kafka consumer group of the projectors"},
+	{"catchup-delay", "POSTGATE_CATCHUP_DELAY", "10s", "projector: an event missing from the read model for this long is read from the event store instead of Kafka (0s: no catch-up)"},
+	{"anti-entropy-rate", "POSTGATE_ANTI_ENTROPY_RATE", "1000", "projector: stored events per second that anti-entropy compares with the read model, repairing posts that differ (0: off)"},
 	{"read-dsn", "POSTGATE_READ_DSN", "", "read model: sqlserver://... or a SQLite file; unset: embedded SQLite"},
 	{"cors-origins", "POSTGATE_CORS_ORIGINS", "", "comma-separated origins allowed for CORS and websockets"},
 	{"introspection", "POSTGATE_INTROSPECTION", "true", "allow GraphQL schema introspection"},

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/postgate/postgate/graph"
+	"github.com/postgate/postgate/internal/datalock"
 	"github.com/postgate/postgate/projector"
 	"github.com/postgate/postgate/read"
 	readsqlite "github.com/postgate/postgate/read/sqlite"
@@ -44,6 +45,8 @@ Commands:
   verify    compare the read model with the fold of the event store; exit 1 on a difference
   migrate   apply read-model migrations
   broker    run the embedded Kafka broker alone (for several postgate processes on one machine)
+  dlq list  list the dead-lettered events (with serve stopped when the broker is the embedded one)
+  dlq replay  apply the dead-lettered events again, through this binary's projector and upcasters
 
 Every command takes the flags below; each also reads the environment variable named after it.
 Run "postgate <command> -h" for them.
@@ -65,6 +68,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	cmd := args[0]
+	if cmd == "dlq" && len(args) > 1 && !strings.HasPrefix(args[1], "-") {
+		cmd, args = "dlq "+args[1], args[1:]
+	}
 	fs := flag.NewFlagSet("postgate "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfg := register(fs)
@@ -98,6 +104,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = migrate(ctx, cfg, stdout)
 	case "broker":
 		err = broker(ctx, cfg, log, stdout)
+	case "dlq list":
+		err = dlqList(ctx, cfg, stdout)
+	case "dlq replay":
+		err = dlqReplay(ctx, cfg, stdout)
 	default:
 		fmt.Fprintf(stderr, "postgate: unknown command %q\n\n%s", cmd, usage)
 		return 2
@@ -132,6 +142,28 @@ func dataDir(cfg *Config) (string, error) {
 		return "", fmt.Errorf("create data dir: %w", err)
 	}
 	return dir, nil
+}
+
+// The locks of a data directory (internal/datalock). ownerLock is held by the process that runs
+// the embedded broker in the directory (serve with no --kafka-brokers, or broker): the broker's
+// files must never be written by two processes, and two such serves would each start one.
+// maintenanceLock is held by rebuild and migrate: two rebuilds at once discard each other's
+// generation. Processes that share a data dir on purpose (the scale-out roles, which reach a
+// broker by --kafka-brokers and share the SQLite files, which SQLite allows) take neither, and
+// rebuild stays safe beside a running serve, as the contract says.
+const (
+	ownerLock       = "postgate.lock"
+	maintenanceLock = "maintenance.lock"
+)
+
+// lockDataDir takes the named lock of the data dir, creating the dir. Errors: a
+// *datalock.HeldError naming the dir and the holder's pid when another process holds it.
+func lockDataDir(cfg *Config, name string) (*datalock.Lock, error) {
+	dir, err := dataDir(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return datalock.Acquire(dir, name)
 }
 
 // openEventStore opens MongoDB when a URI is configured, else the embedded SQLite store.
@@ -363,6 +395,11 @@ func token(cfg *Config, user string, ttl time.Duration, stdout io.Writer) error 
 }
 
 func migrate(ctx context.Context, cfg *Config, stdout io.Writer) error {
+	lock, err := lockDataDir(cfg, maintenanceLock)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	model, err := openReadModel(ctx, cfg)
 	if err != nil {
 		return err
@@ -397,6 +434,11 @@ func verify(ctx context.Context, cfg *Config, stdout io.Writer) (int, error) {
 }
 
 func rebuild(ctx context.Context, cfg *Config, stdout io.Writer) error {
+	lock, err := lockDataDir(cfg, maintenanceLock)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	store, model, closeAll, err := openStores(ctx, cfg)
 	if err != nil {
 		return err
@@ -449,6 +491,11 @@ func broker(ctx context.Context, cfg *Config, log *slog.Logger, stdout io.Writer
 	if err != nil {
 		return err
 	}
+	lock, err := datalock.Acquire(dir, ownerLock)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	b, err := kafka.StartBroker(dir, cfg.str("broker-addr"), partitions) // state in dir/kafka
 	if err != nil {
 		return err

@@ -100,11 +100,24 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 	if err != nil {
 		return nil, err
 	}
+	heal, err := healSettings(cfg)
+	if err != nil {
+		return nil, err
+	}
 	auth, err := tokenSettings(ctx, cfg, log, roles["gateway"]) // only a gateway verifies tokens
 	if err != nil {
 		return nil, err
 	}
 
+	if len(cfg.list("kafka-brokers")) == 0 {
+		// This process will run the embedded broker in the data dir: it must be the only one.
+		// The lock is taken before anything is opened and released after everything is closed.
+		lock, err := lockDataDir(cfg, ownerLock)
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, lock.Release)
+	}
 	store, err := openEventStore(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("event store: %w", err)
@@ -196,7 +209,8 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		runRole("relay-confirm", kafka.NewTopicConfirmer(brokers, topic, relay, log).Run)
 	}
 	if roles["projector"] {
-		consumer, err := pkafka.NewConsumer(brokers, projector.New(model, store),
+		proj := projector.New(model, store)
+		consumer, err := pkafka.NewConsumer(brokers, proj,
 			pkafka.WithGroup(cfg.str("group")), pkafka.WithTopics(topic, changesTopic),
 			pkafka.WithRegistry(reg), pkafka.WithLogger(log))
 		if err != nil {
@@ -206,6 +220,27 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 			defer consumer.Close()
 			return consumer.Run(ctx)
 		})
+		if heal.catchUpDelay > 0 {
+			catchUp, err := projector.NewCatchUp(proj, store, model, projector.WithDelay(heal.catchUpDelay),
+				projector.WithCatchUpLogger(log), projector.WithChanges(consumer.Announce))
+			if err != nil {
+				return nil, fmt.Errorf("projector catch-up: %w", err)
+			}
+			reg.MustRegister(catchUp)
+			runRole("catch-up", catchUp.Run)
+		}
+		if heal.antiEntropyRate > 0 {
+			// Anti-entropy leaves a post alone until its newest event is twice the catch-up delay
+			// old: an event merely missing is catch-up's (one apply), not a rewrite of the post.
+			ae, err := projector.NewAntiEntropy(proj, store, model, projector.WithRate(heal.antiEntropyRate),
+				projector.WithSettle(max(2*heal.catchUpDelay, time.Second)), projector.WithAntiEntropyLogger(log),
+				projector.WithRepairs(consumer.Announce))
+			if err != nil {
+				return nil, fmt.Errorf("projector anti-entropy: %w", err)
+			}
+			reg.MustRegister(ae)
+			runRole("anti-entropy", ae.Run)
+		}
 	}
 
 	mux := http.NewServeMux()
@@ -346,4 +381,28 @@ func (s *service) close(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// healing is how the projector completes and checks the read model against the event store.
+type healing struct {
+	catchUpDelay    time.Duration // 0: no catch-up
+	antiEntropyRate int           // 0: no anti-entropy
+}
+
+func healSettings(cfg *Config) (healing, error) {
+	var h healing
+	var err error
+	if h.catchUpDelay, err = cfg.duration("catchup-delay"); err != nil {
+		return h, err
+	}
+	if h.catchUpDelay < 0 {
+		return h, fmt.Errorf("--catchup-delay: must not be negative, got %s", cfg.str("catchup-delay"))
+	}
+	if h.antiEntropyRate, err = cfg.int("anti-entropy-rate"); err != nil {
+		return h, err
+	}
+	if h.antiEntropyRate < 0 {
+		return h, fmt.Errorf("--anti-entropy-rate: must be at least 0, got %d", h.antiEntropyRate)
+	}
+	return h, nil
 }

@@ -2,6 +2,23 @@
 // fills stream gaps from the event store, verifies the read model against a fold of the store, and
 // rebuilds the read model beside the live one. It imports no driver and no Kafka client; the Kafka
 // consumer in projector/kafka calls Apply per batch.
+//
+// Kafka is the fast path, the event store the complete one. Two background loops make the read
+// model converge to the fold of the store after any fault, without a person running anything:
+//
+//   - CatchUp knows what is missing from the applied position P that the read model records
+//     (read.Positions): every event at or below P is in the read model. Each round reads the store
+//     after P in store order, looks up each event's stream version in the read model, applies
+//     (idempotently, through Apply) the events that have been missing for the delay, and saves
+//     the new P only after that commit. P never passes an event still missing and not yet due;
+//     the store makes positions visible in order, so no later commit can land below P. So events Kafka lost (its log deleted, a topic recreated,
+//     a group's offsets reset or gone, retention passed) reach the read model within the delay
+//     plus a round, and honest traffic costs one store read and one version lookup per event.
+//   - AntiEntropy walks the whole store at a bounded rate and compares each post's rows with the
+//     fold of its streams, repairing a post that differs in one transaction (read.Repairer); it
+//     catches what no position can: rows changed or lost behind the projector's back.
+//
+// Verify stays the full proof; these make a clean verify the normal state.
 package projector
 
 import (

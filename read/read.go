@@ -173,3 +173,28 @@ type Generations interface {
 	// ActiveGeneration returns the generation that queries and Apply use now.
 	ActiveGeneration(ctx context.Context) (int64, error)
 }
+
+// Positions is implemented by read models that record the event-store position up to which every
+// event is known to be applied; the projector's catch-up from the store starts there.
+type Positions interface {
+	// AppliedPosition returns the recorded position, 0 when none is.
+	AppliedPosition(ctx context.Context) (int64, error)
+	// SaveAppliedPosition records p. It never moves the position backwards: a smaller p is ignored.
+	SaveAppliedPosition(ctx context.Context, p int64) error
+}
+
+// Repairer is implemented by read models whose posts can be compared with the event store and
+// repaired one at a time (the projector's anti-entropy).
+type Repairer interface {
+	// DumpPost returns what the active generation holds of one post, as Dump would list it
+	// (its row, live comments, current likes, and the applied version of each of its streams).
+	DumpPost(ctx context.Context, postID string) (State, error)
+	// ReplacePost deletes every row of the post from the active generation and applies the
+	// events load returns (all of the post's stored events, in store order) in the same
+	// transaction, so that no reader sees the post half repaired. load runs once the transaction
+	// holds the apply lock, with the streams of the post that the rows hold at that moment (its
+	// post stream and every like stream with a row), so that no concurrent Apply lands between
+	// what it reads and the rewrite: the store is written before anything is applied, so what
+	// load reads includes whatever any projector applied before. Errors as for Apply, and load's.
+	ReplacePost(ctx context.Context, postID string, load func(ctx context.Context, streams []string) ([]write.Event, error)) ([]Change, error)
+}

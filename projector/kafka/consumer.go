@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -67,6 +68,7 @@ type Consumer struct {
 	// marked; returning false abandons the session as a crash would.
 	beforeMark func(n int) bool
 
+	mu       sync.Mutex           // guards changes and changeQueue against Announce before connect
 	producer sarama.SyncProducer  // dead letters: each must be acknowledged before moving on
 	changes  sarama.AsyncProducer // change notifications: hints, sent without waiting
 	// changeQueue buffers change notifications for one goroutine that feeds the producer: its
@@ -172,8 +174,10 @@ func (c *Consumer) connect() (sarama.ConsumerGroup, error) {
 				c.log.Warn("publish change", "err", err)
 			}
 		}()
+		c.mu.Lock()
 		c.changes = changes
 		c.changeQueue = make(chan *sarama.ProducerMessage, 8192)
+		c.mu.Unlock()
 		c.stopChanges, c.changesDone = make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(c.changesDone)
@@ -464,13 +468,24 @@ func (c *Consumer) applyRetry(ctx context.Context, evs []write.Event) ([]read.Ch
 func (c *Consumer) committed(items []item, changes []read.Change, start time.Time) {
 	c.metrics.applied.Add(float64(len(items)))
 	c.metrics.batch.Observe(time.Since(start).Seconds())
+	c.Announce(changes)
+}
+
+// Announce tells about changes that were committed to the read model outside the consumer (the
+// projector's catch-up from the event store, a dead-letter replay) as it tells about its own: the
+// WithOnChanges hook, then the changes topic. Safe for concurrent use, also before Run connects
+// (the changes topic then misses them; gateways reconcile with the read model).
+func (c *Consumer) Announce(changes []read.Change) {
 	if len(changes) == 0 {
 		return
 	}
 	if c.onChanges != nil {
 		c.onChanges(changes)
 	}
-	if c.changes == nil {
+	c.mu.Lock()
+	queue := c.changeQueue
+	c.mu.Unlock()
+	if queue == nil {
 		return
 	}
 	for _, ch := range changes {
@@ -484,7 +499,7 @@ func (c *Consumer) committed(items []item, changes []read.Change, start time.Tim
 		// model): the projection must not wait for them, so one that finds the queue full
 		// (Kafka down for a while) is dropped and counted.
 		select {
-		case c.changeQueue <- msg:
+		case queue <- msg:
 		default:
 			c.metrics.changeErrors.Inc()
 		}

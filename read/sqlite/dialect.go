@@ -196,3 +196,33 @@ func (dialect) DumpComments() string {
 func (dialect) DumpLikes() string {
 	return "SELECT post_id, user_id, version, liked FROM likes WHERE gen = " + activeGen + " ORDER BY post_id, user_id"
 }
+
+func (dialect) AppliedPosition() string { return "SELECT position FROM applied_position WHERE id = 1" }
+
+func (dialect) SaveAppliedPosition() string {
+	return "UPDATE applied_position SET position = ? WHERE id = 1 AND position < ?"
+}
+
+func (dialect) DumpPost() string {
+	return "SELECT " + postCols + ", deleted FROM posts WHERE gen = ? AND id = ?"
+}
+
+func (dialect) DumpPostComments() string {
+	return "SELECT id, post_id, author, text, created_at, edited_at FROM comments WHERE gen = ? AND post_id = ? ORDER BY id"
+}
+
+func (dialect) DumpPostLikes() string {
+	return "SELECT post_id, user_id, version, liked FROM likes WHERE gen = ? AND post_id = ? ORDER BY user_id"
+}
+
+func (dialect) DeletePost(table string) string {
+	return "DELETE FROM " + table + " WHERE gen = ? AND " + postKeyOf(table) + " = ?"
+}
+
+// postKeyOf names the column that holds a row's post id: posts are keyed by their own id.
+func postKeyOf(table string) string {
+	if table == "posts" {
+		return "id"
+	}
+	return "post_id"
+}

@@ -41,6 +41,8 @@ var (
 	_ read.Model       = (*Model)(nil)
 	_ read.Inspector   = (*Model)(nil)
 	_ read.Generations = (*Model)(nil)
+	_ read.Positions   = (*Model)(nil)
+	_ read.Repairer    = (*Model)(nil)
 )
 
 // Open opens (creating it if needed) the read model at dsnOrPath: a file path, or a "file:" URI

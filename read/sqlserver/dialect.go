@@ -219,3 +219,35 @@ func (dialect) DumpComments() string {
 func (dialect) DumpLikes() string {
 	return "SELECT post_id, user_id, version, liked FROM dbo.likes WHERE gen = " + activeGen + " ORDER BY post_id, user_id;"
 }
+
+func (dialect) AppliedPosition() string {
+	return "SELECT position FROM dbo.applied_position WHERE id = 1;"
+}
+
+func (dialect) SaveAppliedPosition() string {
+	return "UPDATE dbo.applied_position SET position = @p1 WHERE id = 1 AND position < @p2;"
+}
+
+func (dialect) DumpPost() string {
+	return "SELECT " + postCols + ", deleted FROM dbo.posts WHERE gen = @p1 AND id = @p2;"
+}
+
+func (dialect) DumpPostComments() string {
+	return "SELECT id, post_id, author, text, created_at, edited_at FROM dbo.comments WHERE gen = @p1 AND post_id = @p2 ORDER BY id;"
+}
+
+func (dialect) DumpPostLikes() string {
+	return "SELECT post_id, user_id, version, liked FROM dbo.likes WHERE gen = @p1 AND post_id = @p2 ORDER BY user_id;"
+}
+
+func (dialect) DeletePost(table string) string {
+	return "DELETE FROM dbo." + table + " WHERE gen = @p1 AND " + postKeyOf(table) + " = @p2;"
+}
+
+// postKeyOf names the column that holds a row's post id: posts are keyed by their own id.
+func postKeyOf(table string) string {
+	if table == "posts" {
+		return "id"
+	}
+	return "post_id"
+}

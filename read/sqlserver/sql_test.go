@@ -65,6 +65,14 @@ func statements() []statement {
 	add("dump_posts", d.DumpPosts(), 0)
 	add("dump_comments", d.DumpComments(), 0)
 	add("dump_likes", d.DumpLikes(), 0)
+	add("applied_position", d.AppliedPosition(), 0)
+	add("save_applied_position", d.SaveAppliedPosition(), 2)
+	add("dump_post", d.DumpPost(), 2)
+	add("dump_post_comments", d.DumpPostComments(), 2)
+	add("dump_post_likes", d.DumpPostLikes(), 2)
+	for _, t := range sqlmodel.Tables {
+		add("delete_post_"+t, d.DeletePost(t), 2)
+	}
 	cursorAt := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	orders := map[read.PostOrder]string{read.Newest: "newest", read.Oldest: "oldest", read.MostLiked: "most_liked"}
 	for o, oname := range orders {
@@ -338,6 +346,35 @@ func TestDenyListCatchesOtherDialects(t *testing.T) {
 	for i, s := range foreign {
 		if !deny[i].re.MatchString(s) {
 			t.Errorf("rule %q does not catch %q", deny[i].why, s)
+		}
+	}
+}
+
+var (
+	tableRef = regexp.MustCompile(`(?i)\b(?:FROM|JOIN|INTO|UPDATE|MERGE)\s+([A-Za-z_][\w.]*)`)
+	cteName  = regexp.MustCompile(`(?i)\b(?:WITH|,)\s*([A-Za-z_]\w*)\s+AS\s*\(`)
+	aliasOf  = regexp.MustCompile(`(?i)\bAS\s+([A-Za-z_]\w*)`)
+)
+
+// TestTablesAreQualified: every table a statement names is schema-qualified (dbo.), as the
+// migrations create them: an unqualified name resolves in the login's default schema, which on a
+// shared server need not be dbo. Names of a statement's own CTEs and aliases are exempt.
+func TestTablesAreQualified(t *testing.T) {
+	for _, s := range statements() {
+		own := map[string]bool{}
+		for _, re := range []*regexp.Regexp{cteName, aliasOf} {
+			for _, m := range re.FindAllStringSubmatch(s.sql, -1) {
+				own[strings.ToLower(m[1])] = true
+			}
+		}
+		for _, m := range tableRef.FindAllStringSubmatch(s.sql, -1) {
+			name := m[1]
+			if own[strings.ToLower(name)] || strings.EqualFold(name, "INTO") || strings.EqualFold(name, "SET") {
+				continue
+			}
+			if !strings.HasPrefix(name, "dbo.") {
+				t.Errorf("%s: table %s is not qualified with dbo.: %s", s.name, name, s.sql)
+			}
 		}
 	}
 }

@@ -40,6 +40,8 @@ var (
 	_ read.Model       = (*Model)(nil)
 	_ read.Inspector   = (*Model)(nil)
 	_ read.Generations = (*Model)(nil)
+	_ read.Positions   = (*Model)(nil)
+	_ read.Repairer    = (*Model)(nil)
 )
 
 // Open connects to dsn (sqlserver://user:pass@host:1433?database=db). It does not migrate: call

@@ -98,6 +98,21 @@ type Dialect interface {
 	DumpPosts() string
 	DumpComments() string
 	DumpLikes() string
+
+	// AppliedPosition returns the catch-up position (read.Positions): one row, one column. No
+	// arguments.
+	AppliedPosition() string
+	// SaveAppliedPosition moves the catch-up position to a higher one, never back. Args:
+	// position, position.
+	SaveAppliedPosition() string
+	// DumpPost, DumpPostComments and DumpPostLikes list one post of a generation, with the
+	// columns and order of DumpPosts, DumpComments and DumpLikes (read.Repairer). Args: gen,
+	// post id.
+	DumpPost() string
+	DumpPostComments() string
+	DumpPostLikes() string
+	// DeletePost deletes the rows of one post from one of Tables. Args: gen, post id.
+	DeletePost(table string) string
 }
 
 // Tables are the tables that hold generation rows. What was applied is recorded in them too, in

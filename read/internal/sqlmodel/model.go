@@ -101,14 +101,14 @@ func (m *Model) apply(ctx context.Context, gen int64, events []write.Event) (cha
 		return nil, err
 	}
 	if assumed := assumeLikes(events, payloads); assumed != nil {
-		changes, err := m.applyTx(ctx, gen, events, payloads, assumed)
+		changes, err := m.applyTx(ctx, gen, events, payloads, assumed, nil)
 		if !errors.Is(err, errAssumption) {
 			return changes, err
 		}
 		// The like rows were not where the stream versions put them (a redelivery or a gap):
 		// the transaction was rolled back; read them and decide exactly.
 	}
-	return m.applyTx(ctx, gen, events, payloads, nil)
+	return m.applyTx(ctx, gen, events, payloads, nil, nil)
 }
 
 // errAssumption reports that a like row was not in the state assumeLikes inferred.
@@ -147,8 +147,10 @@ func assumeLikes(events []write.Event, payloads []write.Payload) map[read.Like]l
 }
 
 // applyTx runs one projection transaction. With assumed like states it reads no like rows and
-// fails with errAssumption, after rolling back, when a row is not in its assumed state.
-func (m *Model) applyTx(ctx context.Context, gen int64, events []write.Event, payloads []write.Payload, assumed map[read.Like]likeState) (changes []read.Change, err error) {
+// fails with errAssumption, after rolling back, when a row is not in its assumed state. With rs
+// set (ReplacePost), events are not given: the post's rows are deleted and its events loaded
+// within the transaction, after the apply lock.
+func (m *Model) applyTx(ctx context.Context, gen int64, events []write.Event, payloads []write.Payload, assumed map[read.Like]likeState, rs *reset) (changes []read.Change, err error) {
 	tx, err := m.writer.BeginTxx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("apply: begin: %w", err)
@@ -164,6 +166,11 @@ func (m *Model) applyTx(ctx context.Context, gen int64, events []write.Event, pa
 	if gen == 0 {
 		if err = tx.GetContext(ctx, &gen, m.d.ActiveGen()); err != nil {
 			return nil, fmt.Errorf("apply: active generation: %w", err)
+		}
+	}
+	if rs != nil {
+		if events, payloads, err = rs.events(ctx, m, tx, gen); err != nil {
+			return nil, err
 		}
 	}
 	b, err := m.load(ctx, tx, gen, events, payloads, assumed == nil)

@@ -1,0 +1,2 @@
+-- 2 parameters
+DELETE FROM dbo.posts WHERE gen = @p1 AND id = @p2;
