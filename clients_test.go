@@ -40,6 +40,7 @@ func TestClients(t *testing.T) {
 		tokens []string
 	}{
 		{"apollo.mjs", tokens},
+		{"apollo-multipart.mjs", tokens},
 		{"graphqlws.mjs", tokens[:1]},
 		{"graphiql.mjs", tokens[:1]},
 	}
