@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +42,7 @@ func TestClients(t *testing.T) {
 		tokens []string
 	}{
 		{"apollo.mjs", tokens},
+		{"apollo-multipart.mjs", tokens},
 		{"graphqlws.mjs", tokens[:1]},
 		{"graphiql.mjs", tokens[:1]},
 	}
@@ -104,4 +107,68 @@ func runNode(tb testing.TB, node string, limit time.Duration, args []string, env
 		err = errors.Join(err, errors.New("killed after "+limit.String()))
 	}
 	return out.String(), err
+}
+
+// TestClientsResumeAcrossRestart: Apollo Client with GraphQLWsLink (retrying) subscribes with
+// after; the server restarts gracefully (1012) on the same address and data, the post is liked
+// while the client is disconnected, and those likes arrive after the reconnect, in order.
+func TestClientsResumeAcrossRestart(t *testing.T) {
+	node := requireTool(t, "node", "Node.js 20+ with npm (Debian: apt-get install -y nodejs npm), or run .ci/install")
+	npmCI(t)
+	s := startServe(t)
+	tokens := []string{s.token("ada"), s.token("brian"), s.token("cleo")}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, append([]string{"apollo-restart.mjs", s.url}, tokens...)...)
+	cmd.Dir = clientsDir
+	cmd.WaitDelay = 10 * time.Second
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	lines := bufio.NewScanner(stdout)
+	var postID string
+	for lines.Scan() {
+		if id, ok := strings.CutPrefix(lines.Text(), "READY "); ok {
+			postID = id
+			break
+		}
+		t.Logf("node: %s", lines.Text())
+	}
+	if postID == "" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("apollo-restart.mjs never got ready: %s", stderr.String())
+	}
+
+	// A graceful restart on the same address and data; the client retries every second.
+	s.stop(t)
+	s2 := startServe(t, "--data", s.data, "--addr", s.addr)
+	s2.data, s2.tokens = s.data, s.tokens
+	const gap = 2
+	for _, u := range []string{"dmitri", "ezra"} {
+		s2.mustData(s2.do(s2.token(u), `mutation($id: ID!) { likePost(id: $id) { id } }`, map[string]any{"id": postID}), new(any))
+	}
+	fmt.Fprintf(stdin, "GAP %d\n", gap)
+	var rest []string
+	for lines.Scan() {
+		rest = append(rest, lines.Text())
+	}
+	err = cmd.Wait()
+	out := strings.Join(rest, "\n")
+	if err != nil {
+		t.Fatalf("node apollo-restart.mjs: %v\n%s\n%s", err, out, stderr.String())
+	}
+	t.Logf("%s", out)
 }

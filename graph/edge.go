@@ -128,17 +128,21 @@ func hintsFrom(ctx context.Context) *requestHints {
 }
 
 // streamingRequest reports whether r reaches a transport that streams: a websocket upgrade, SSE,
-// or incremental delivery (multipart/mixed, what GraphiQL's fetcher asks for).
+// Apollo's multipart subscriptions (multipart/mixed with subscriptionSpec) or incremental delivery
+// (multipart/mixed without, what GraphiQL's fetcher asks for).
 func streamingRequest(r *http.Request) bool {
 	if r.Header.Get("Upgrade") != "" {
 		return true
 	}
+	if r.Method != http.MethodPost {
+		return false // SSE and both multipart transports take POSTs only: a GET would be answered once
+	}
 	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
-		mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
+		mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
 		if err != nil {
 			continue
 		}
-		if mt == "text/event-stream" || (mt == "multipart/mixed" && params["subscriptionspec"] == "") {
+		if mt == "text/event-stream" || mt == "multipart/mixed" {
 			return true
 		}
 	}
@@ -147,8 +151,8 @@ func streamingRequest(r *http.Request) bool {
 
 // incrementalDelivery is gqlgen's multipart/mixed transport (the incremental-delivery format of
 // @defer, which GraphiQL's fetcher reads, subscriptions included), except for Apollo's multipart
-// subscription protocol (subscriptionSpec), a different format it does not speak: those requests
-// go on to the POST transport, where a subscription is refused at once.
+// subscription protocol (subscriptionSpec), a different format it does not speak: apolloMultipart
+// serves those, and comes first.
 type incrementalDelivery struct {
 	transport.MultipartMixed
 }
@@ -176,12 +180,7 @@ func (t incrementalDelivery) Supports(r *http.Request) bool {
 	if !t.MultipartMixed.Supports(r) {
 		return false
 	}
-	for _, part := range strings.Split(r.Header.Get("Accept"), ",") {
-		if mt, params, err := mime.ParseMediaType(strings.TrimSpace(part)); err == nil && mt == "multipart/mixed" {
-			return params["subscriptionspec"] == ""
-		}
-	}
-	return false
+	return !wantsApolloMultipart(r)
 }
 
 // withHints gives every /graphql request its hints.

@@ -109,9 +109,9 @@ type ComplexityRoot struct {
 	}
 
 	Subscription struct {
-		LikeCount   func(childComplexity int, postID string) int
+		LikeCount   func(childComplexity int, postID string, after *int64) int
 		PostCreated func(childComplexity int, author *string) int
-		PostUpdated func(childComplexity int, id string) int
+		PostUpdated func(childComplexity int, id string, after *int64) int
 	}
 }
 
@@ -139,8 +139,8 @@ type QueryResolver interface {
 	Posts(ctx context.Context, first *int64, after *string, author *string, minLikes *int64, withComments *bool, orderBy *PostOrder) (*PostConnection, error)
 }
 type SubscriptionResolver interface {
-	LikeCount(ctx context.Context, postID string) (<-chan *LikeCount, error)
-	PostUpdated(ctx context.Context, id string) (<-chan *Post, error)
+	LikeCount(ctx context.Context, postID string, after *int64) (<-chan *LikeCount, error)
+	PostUpdated(ctx context.Context, id string, after *int64) (<-chan *Post, error)
 	PostCreated(ctx context.Context, author *string) (<-chan *Post, error)
 }
 
@@ -471,7 +471,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Subscription.LikeCount(childComplexity, args["postId"].(string)), true
+		return e.ComplexityRoot.Subscription.LikeCount(childComplexity, args["postId"].(string), args["after"].(*int64)), true
 	case "Subscription.postCreated":
 		if e.ComplexityRoot.Subscription.PostCreated == nil {
 			break
@@ -493,7 +493,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Subscription.PostUpdated(childComplexity, args["id"].(string)), true
+		return e.ComplexityRoot.Subscription.PostUpdated(childComplexity, args["id"].(string), args["after"].(*int64)), true
 
 	}
 	return 0, false
@@ -1128,6 +1128,14 @@ func (ec *executionContext) field_Subscription_likeCount_args(ctx context.Contex
 		return nil, err
 	}
 	args["postId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*int64, error) {
+			return ec.unmarshalOInt2ᚖint64(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg1
 	return args, nil
 }
 
@@ -1156,6 +1164,14 @@ func (ec *executionContext) field_Subscription_postUpdated_args(ctx context.Cont
 		return nil, err
 	}
 	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*int64, error) {
+			return ec.unmarshalOInt2ᚖint64(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg1
 	return args, nil
 }
 
@@ -2501,7 +2517,7 @@ func (ec *executionContext) _Subscription_likeCount(ctx context.Context, field g
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Subscription().LikeCount(ctx, fc.Args["postId"].(string))
+			return ec.Resolvers.Subscription().LikeCount(ctx, fc.Args["postId"].(string), fc.Args["after"].(*int64))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *LikeCount) graphql.Marshaler {
@@ -2545,7 +2561,7 @@ func (ec *executionContext) _Subscription_postUpdated(ctx context.Context, field
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Subscription().PostUpdated(ctx, fc.Args["id"].(string))
+			return ec.Resolvers.Subscription().PostUpdated(ctx, fc.Args["id"].(string), fc.Args["after"].(*int64))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *Post) graphql.Marshaler {

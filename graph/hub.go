@@ -242,6 +242,28 @@ func baseline[T any](h *Hub, sets map[string]map[*subscriber[T]]struct{}, postID
 	}
 }
 
+// resume sends a resuming subscriber (registered with its after) the current state v when it is
+// newer than everything it has seen or been sent, in the same critical section as every other
+// send to it, so that it can neither repeat a message nor come out of order. newer compares v with
+// what the subscriber has; seen records v as sent.
+func resume[T any](h *Hub, sets map[string]map[*subscriber[T]]struct{}, postID string, ch <-chan T, v T, newer func(*subscriber[T]) bool, seen func(*subscriber[T])) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	set := sets[postID]
+	for s := range set {
+		if s.ch != ch {
+			continue
+		}
+		if newer(s) {
+			sendLocked(h, s, v, func() { delete(set, s) })
+		}
+		seen(s)
+	}
+	if set != nil && len(set) == 0 {
+		delete(sets, postID)
+	}
+}
+
 // endLikes ends the likeCount subscriptions of a deleted post.
 func (h *Hub) endLikes(postID string) {
 	h.mu.Lock()
@@ -443,17 +465,19 @@ func closeLocked[T any](h *Hub, s *subscriber[T]) {
 
 // SubscribeLikes registers a likeCount subscription until ctx ends.
 func (h *Hub) SubscribeLikes(ctx context.Context, postID string) <-chan *LikeCount {
-	return subscribePost(h, ctx, h.likes, postID, "likeCount")
+	return subscribePost(h, ctx, h.likes, postID, "likeCount", 0, 0)
 }
 
 // SubscribeUpdates registers a postUpdated subscription until ctx ends or the post is deleted.
 func (h *Hub) SubscribeUpdates(ctx context.Context, postID string) <-chan *Post {
-	return subscribePost(h, ctx, h.updates, postID, "postUpdated")
+	return subscribePost(h, ctx, h.updates, postID, "postUpdated", 0, 0)
 }
 
-// subscribePost registers a subscription to one post in sets until ctx ends.
-func subscribePost[T any](h *Hub, ctx context.Context, sets map[string]map[*subscriber[T]]struct{}, postID, field string) <-chan T {
-	s := &subscriber[T]{ch: make(chan T, h.buffer), field: field, overflow: overflowFlag(ctx)}
+// subscribePost registers a subscription to one post in sets until ctx ends. version and
+// likeVersion are what the subscriber has seen already (a resuming client's after): nothing at or
+// below them is sent.
+func subscribePost[T any](h *Hub, ctx context.Context, sets map[string]map[*subscriber[T]]struct{}, postID, field string, version, likeVersion int64) <-chan T {
+	s := &subscriber[T]{ch: make(chan T, h.buffer), field: field, overflow: overflowFlag(ctx), version: version, likeVersion: likeVersion}
 	h.mu.Lock()
 	if h.done {
 		h.mu.Unlock()

@@ -169,11 +169,11 @@ func TestSubscribingToAPostNotProjectedYet(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &subscriptionResolver{&Resolver{Commands: e.commands, Reads: e.reads, Changes: e.hub}}
-	updates, err := r.PostUpdated(ctx, p.ID)
+	updates, err := r.PostUpdated(ctx, p.ID, nil)
 	if err != nil {
 		t.Fatalf("postUpdated of a post not projected yet: %v", err)
 	}
-	if _, err := r.PostUpdated(ctx, "no-such-post"); err == nil {
+	if _, err := r.PostUpdated(ctx, "no-such-post", nil); err == nil {
 		t.Fatal("postUpdated of an unknown post succeeded")
 	}
 	// Several reconciles pass while the post is absent from the read model; none may end the stream.
@@ -218,7 +218,7 @@ func TestADeletionWhoseNoticeWasLostEndsPostUpdated(t *testing.T) {
 	}
 	e.project()
 	r := &subscriptionResolver{&Resolver{Commands: e.commands, Reads: e.reads, Changes: e.hub}}
-	updates, err := r.PostUpdated(ctx, p.ID)
+	updates, err := r.PostUpdated(ctx, p.ID, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,11 +256,11 @@ func TestSubscribersGetChangesNotTheStateTheySubscribedTo(t *testing.T) {
 	}
 	e.project()
 	r := &subscriptionResolver{&Resolver{Commands: e.commands, Reads: e.reads, Changes: e.hub}}
-	likes, err := r.LikeCount(ctx, p.ID)
+	likes, err := r.LikeCount(ctx, p.ID, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	updates, err := r.PostUpdated(ctx, p.ID)
+	updates, err := r.PostUpdated(ctx, p.ID, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

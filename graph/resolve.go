@@ -225,30 +225,55 @@ func (r *Resolver) comments(ctx context.Context, p *Post, first *int64, after *s
 }
 
 // subscribeLikes registers first and checks the post afterwards, so that no change committed in
-// between is missed.
-func (r *Resolver) subscribeLikes(ctx context.Context, postID string) (<-chan *LikeCount, error) {
+// between is missed. Without after, what the client can read now is not a change: only what comes
+// after it is sent. With after (the last LikeCount.version the client saw), the current count is
+// sent first when it is newer.
+func (r *Resolver) subscribeLikes(ctx context.Context, postID string, after *int64) (<-chan *LikeCount, error) {
 	sctx, cancel := context.WithCancel(ctx)
-	ch := r.Changes.SubscribeLikes(sctx, postID)
+	ch := subscribePost(r.Changes, sctx, r.Changes.likes, postID, "likeCount", 0, max(deref(after), 0))
 	p, err := r.mustExist(ctx, postID)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	// What the client can read now is not a change: only what comes after it is sent.
-	baseline(r.Changes, r.Changes.likes, postID, ch, p.Version, p.LikeVersion)
+	if after == nil {
+		baseline(r.Changes, r.Changes.likes, postID, ch, p.Version, p.LikeVersion)
+	} else if p.LikeVersion > 0 {
+		v := &LikeCount{PostID: postID, Likes: p.Likes, Version: p.LikeVersion}
+		resume(r.Changes, r.Changes.likes, postID, ch, v,
+			func(s *subscriber[*LikeCount]) bool { return v.Version > s.likeVersion },
+			func(s *subscriber[*LikeCount]) { s.likeVersion = max(s.likeVersion, v.Version) })
+	}
 	context.AfterFunc(ctx, cancel)
 	return ch, nil
 }
 
-func (r *Resolver) subscribeUpdates(ctx context.Context, postID string) (<-chan *Post, error) {
+// subscribeUpdates is subscribeLikes for postUpdated: with after (the last Post.version the client
+// saw), the current post is sent first when its version is newer.
+func (r *Resolver) subscribeUpdates(ctx context.Context, postID string, after *int64) (<-chan *Post, error) {
 	sctx, cancel := context.WithCancel(ctx)
-	ch := r.Changes.SubscribeUpdates(sctx, postID)
+	ch := subscribePost(r.Changes, sctx, r.Changes.updates, postID, "postUpdated", max(deref(after), 0), 0)
 	p, err := r.mustExist(ctx, postID)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	baseline(r.Changes, r.Changes.updates, postID, ch, p.Version, p.LikeVersion)
+	if after == nil || p.Version <= *after {
+		baseline(r.Changes, r.Changes.updates, postID, ch, p.Version, p.LikeVersion)
+	} else {
+		v, err := r.Changes.resolve(ctx, postID)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("read post %s: %w", postID, err)
+		}
+		if v != nil {
+			resume(r.Changes, r.Changes.updates, postID, ch, v,
+				func(s *subscriber[*Post]) bool { return v.Version > s.version },
+				func(s *subscriber[*Post]) {
+					s.version, s.likeVersion = max(s.version, v.Version), max(s.likeVersion, v.likeVersion)
+				})
+		}
+	}
 	context.AfterFunc(ctx, cancel)
 	return ch, nil
 }

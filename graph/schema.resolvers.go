@@ -132,13 +132,13 @@ func (r *queryResolver) Posts(ctx context.Context, first *int64, after *string, 
 }
 
 // LikeCount is the resolver for the likeCount field.
-func (r *subscriptionResolver) LikeCount(ctx context.Context, postID string) (<-chan *LikeCount, error) {
-	return r.subscribeLikes(ctx, postID)
+func (r *subscriptionResolver) LikeCount(ctx context.Context, postID string, after *int64) (<-chan *LikeCount, error) {
+	return r.subscribeLikes(ctx, postID, after)
 }
 
 // PostUpdated is the resolver for the postUpdated field.
-func (r *subscriptionResolver) PostUpdated(ctx context.Context, id string) (<-chan *Post, error) {
-	return r.subscribeUpdates(ctx, id)
+func (r *subscriptionResolver) PostUpdated(ctx context.Context, id string, after *int64) (<-chan *Post, error) {
+	return r.subscribeUpdates(ctx, id, after)
 }
 
 // PostCreated is the resolver for the postCreated field.

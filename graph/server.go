@@ -88,15 +88,18 @@ type ServerConfig struct {
 	// WebsocketInitTimeout is how long a websocket may take to send connection_init (default
 	// 10 s); then it is closed with 4408.
 	WebsocketInitTimeout time.Duration
-	// WebsocketWriteTimeout bounds one websocket write (default 5 s): a client that stops reading
-	// is disconnected instead of holding its operations.
+	// WebsocketWriteTimeout bounds one websocket write, or one part of a multipart subscription
+	// (default 5 s): a client that stops reading is disconnected instead of holding its operations.
 	WebsocketWriteTimeout time.Duration
+	// MultipartHeartbeat is the interval of the {} heartbeat parts of Apollo's multipart
+	// subscriptions (default 5 s). Their writes are bounded by WebsocketWriteTimeout too.
+	MultipartHeartbeat time.Duration
 	// MaxSubscriptionsPerSocket bounds the active operations of one websocket (default 100); a
 	// further subscribe gets an error with code LIMIT_EXCEEDED.
 	MaxSubscriptionsPerSocket int
 	// Stopping, when closed, closes every websocket with 1012 (service restart) and no
-	// "complete" for its subscriptions, so that clients reconnect and resubscribe. Close it
-	// before the Hub is closed. Nil: websockets end only with the server's base context.
+	// "complete" for its subscriptions, and ends multipart subscriptions without their closing
+	// delimiter, so that clients reconnect and resubscribe. Close it before the Hub is closed. Nil: websockets end only with the server's base context.
 	Stopping <-chan struct{}
 	// Logger receives internal errors (default: discarded).
 	Logger *slog.Logger
@@ -145,6 +148,9 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	if c.WebsocketWriteTimeout <= 0 {
 		c.WebsocketWriteTimeout = 5 * time.Second
 	}
+	if c.MultipartHeartbeat <= 0 {
+		c.MultipartHeartbeat = 5 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -152,7 +158,8 @@ func (c ServerConfig) withDefaults() ServerConfig {
 }
 
 // NewServer returns the HTTP handler of the GraphQL API: /graphql (POST, GET, websocket with the
-// graphql-transport-ws and legacy graphql-ws subprotocols, SSE) and / (GraphiQL, served from
+// graphql-transport-ws and legacy graphql-ws subprotocols, SSE, Apollo's multipart subscriptions,
+// incremental delivery) and / (GraphiQL, served from
 // embedded assets). Errors: an empty secret or a resolver without Commands, Reads or Changes.
 func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 	if len(cfg.Secret) == 0 {
@@ -187,6 +194,8 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 	}
 	srv.AddTransport(ws)
 	srv.AddTransport(transport.SSE{})
+	// Apollo's multipart subscriptions before incremental delivery: both ask for multipart/mixed.
+	srv.AddTransport(apolloMultipart{heartbeat: cfg.MultipartHeartbeat, writeTimeout: cfg.WebsocketWriteTimeout, stopping: cfg.Stopping})
 	// Parts are gathered for 20 ms (gqlgen's default of 1 ms ticks a thousand times a second for
 	// every open stream).
 	srv.AddTransport(incrementalDelivery{transport.MultipartMixed{Boundary: "graphql", DeliveryTimeout: 20 * time.Millisecond}})
