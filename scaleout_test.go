@@ -188,7 +188,7 @@ func TestScaleOut(t *testing.T) {
 	})
 	victim, survivor := scaleoutOwner(ctx, t, projectors, baseline)
 	atKill := subs[0].latest()
-	survivorBefore, err := scaleoutMetric(ctx, survivor, "postgate_projector_events_applied_total")
+	survivorBefore, err := scaleoutApplied(ctx, survivor)
 	if err != nil {
 		t.Fatalf("survivor metrics: %v", err)
 	}
@@ -211,7 +211,7 @@ func TestScaleOut(t *testing.T) {
 		}
 		return true, nil
 	})
-	survivorAfter, err := scaleoutMetric(ctx, survivor, "postgate_projector_events_applied_total")
+	survivorAfter, err := scaleoutApplied(ctx, survivor)
 	if err != nil {
 		t.Fatalf("survivor metrics: %v", err)
 	}
@@ -532,6 +532,17 @@ func scaleoutGraphQL(ctx context.Context, p *scaleoutProc, token, query string, 
 
 // scaleoutMetric reads one sample of p's /metrics, named exactly as in the exposition format
 // (with its labels); 0 when it is absent.
+// scaleoutApplied counts the events a projector applied, from Kafka or by catching up from the
+// event store (which may fill a killed projector's partitions before the group hands them over).
+func scaleoutApplied(ctx context.Context, p *scaleoutProc) (int, error) {
+	kafka, err := scaleoutMetric(ctx, p, "postgate_projector_events_applied_total")
+	if err != nil {
+		return 0, err
+	}
+	store, err := scaleoutMetric(ctx, p, "postgate_projector_catchup_events_total")
+	return kafka + store, err
+}
+
 func scaleoutMetric(ctx context.Context, p *scaleoutProc, series string) (int, error) {
 	if err := p.exited(); err != nil {
 		return 0, err

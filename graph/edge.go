@@ -116,6 +116,7 @@ func (s *subscriptionCount) enter(ctx context.Context) bool {
 // an operation asks the HTTP response to carry.
 type requestHints struct {
 	streaming  bool
+	httpStream bool // a subscription on this request is an HTTP stream (SSE, multipart), not a websocket
 	status     atomic.Int32
 	retryAfter atomic.Int32
 }
@@ -186,15 +187,44 @@ func (t incrementalDelivery) Supports(r *http.Request) bool {
 // withHints gives every /graphql request its hints.
 func withHints(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := &requestHints{streaming: streamingRequest(r)}
+		h := &requestHints{streaming: streamingRequest(r), httpStream: r.Header.Get("Upgrade") == ""}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), hintsKey{}, h)))
 	})
 }
 
 // edgeLimits are the per-operation decisions of guardOperation that need state.
 type edgeLimits struct {
-	users *userLimits
-	subs  *subscriptionCount
+	users   *userLimits
+	subs    *subscriptionCount
+	streams *streamCount
+}
+
+// streamCount bounds the subscription streams over HTTP (SSE, multipart) of one user, as a
+// websocket bounds its own subscriptions.
+type streamCount struct {
+	max int
+	mu  sync.Mutex
+	n   map[string]int
+}
+
+func newStreamCount(max int) *streamCount { return &streamCount{max: max, n: map[string]int{}} }
+
+// enter counts one stream of client (a user) until ctx ends; false when it has as many as allowed.
+func (s *streamCount) enter(ctx context.Context, client string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n[client] >= s.max {
+		return false
+	}
+	s.n[client]++
+	context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.n[client]--; s.n[client] <= 0 {
+			delete(s.n, client)
+		}
+	})
+	return true
 }
 
 // limitMutation refuses a mutation beyond its user's rate, before any resolver runs.
@@ -233,6 +263,17 @@ func (l *edgeLimits) limitSubscription(ctx context.Context, m *Metrics) *graphql
 				"or incremental delivery (Accept: multipart/mixed)",
 			Extensions: map[string]any{"code": CodeBadRequest},
 		}}}
+	}
+	// An anonymous client's streams are bounded by the gateway's count only: its address is a load
+	// balancer's as often as its own.
+	if h := hintsFrom(ctx); h != nil && h.httpStream && l.streams != nil && viewer(ctx) != "" {
+		if !l.streams.enter(ctx, viewer(ctx)) {
+			m.countError(CodeLimitExceeded)
+			return &graphql.Response{Errors: gqlerror.List{{
+				Message:    fmt.Sprintf("at most %d subscription streams per client; end one first", l.streams.max),
+				Extensions: map[string]any{"code": CodeLimitExceeded},
+			}}}
+		}
 	}
 	if !l.subs.enter(ctx) {
 		m.countError(CodeLimitExceeded)

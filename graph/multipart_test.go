@@ -295,3 +295,33 @@ func droppedTotal(t *testing.T, e *env) float64 {
 	}
 	return 0
 }
+
+// TestApolloMultipartStreamsPerClientAreBounded: the streams of one user, as the subscriptions of
+// one websocket, are at most MaxSubscriptionsPerSocket; another user is not affected, and ending
+// one frees its place.
+func TestApolloMultipartStreamsPerClientAreBounded(t *testing.T) {
+	e := newEnv(t, func(c *ServerConfig, _ *[]HubOption) { c.MaxSubscriptionsPerSocket = 2 })
+	ctx := testCtx(t)
+	p := e.createPost("alice", "x")
+	e.project()
+	q := `subscription($id: ID!) { likeCount(postId: $id) { likes } }`
+	bob, carol := e.token("bob"), e.token("carol")
+	var held []*http.Response
+	for range 2 {
+		held = append(held, e.postAccept(ctx, apolloAccept, bob, q, map[string]any{"id": p.ID}))
+	}
+	e.waitSubscribers(2)
+	res := e.postAccept(ctx, apolloAccept, bob, q, map[string]any{"id": p.ID})
+	pr := newPartReader(t, res)
+	if body := pr.nextPayload(); !strings.Contains(body, CodeLimitExceeded) {
+		t.Fatalf("bob's third stream: %q", body)
+	}
+	res.Body.Close()
+	// Carol still subscribes.
+	other := e.postAccept(ctx, apolloAccept, carol, q, map[string]any{"id": p.ID})
+	defer other.Body.Close()
+	e.waitSubscribers(3)
+	for _, r := range held {
+		r.Body.Close()
+	}
+}

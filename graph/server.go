@@ -95,7 +95,8 @@ type ServerConfig struct {
 	// subscriptions (default 5 s). Their writes are bounded by WebsocketWriteTimeout too.
 	MultipartHeartbeat time.Duration
 	// MaxSubscriptionsPerSocket bounds the active operations of one websocket (default 100); a
-	// further subscribe gets an error with code LIMIT_EXCEEDED.
+	// further subscribe gets an error with code LIMIT_EXCEEDED. It also bounds the subscription
+	// streams over HTTP (SSE, multipart) of one user (anonymous streams: the gateway's bound only).
 	MaxSubscriptionsPerSocket int
 	// Stopping, when closed, closes every websocket with 1012 (service restart) and no
 	// "complete" for its subscriptions, and ends multipart subscriptions without their closing
@@ -219,8 +220,9 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 	var limits *edgeLimits // nil: none
 	if !cfg.withoutLimits {
 		limits = &edgeLimits{
-			users: newUserLimits(cfg.MutationRate, cfg.MutationBurst),
-			subs:  &subscriptionCount{max: int64(cfg.MaxSubscriptions)},
+			users:   newUserLimits(cfg.MutationRate, cfg.MutationBurst),
+			subs:    &subscriptionCount{max: int64(cfg.MaxSubscriptions)},
+			streams: newStreamCount(cfg.MaxSubscriptionsPerSocket),
 		}
 	}
 	srv.AroundOperations(guardOperation(cfg.Metrics, limits))
