@@ -153,6 +153,14 @@ func testSocketSubscriptionLimit(t *testing.T, s *testServer, postID string) {
 		t.Fatal(err)
 	}
 	q := `subscription($id: ID!) { likeCount(postId: $id) { likes } }`
+	// Other subtests' subscriptions end with their sockets: wait for them to be gone, so that the
+	// count below is this socket's.
+	eventually(t, 20*time.Second, "no likeCount subscriber left", func() error {
+		if n := s.metrics()[`postgate_graphql_subscribers{field="likeCount"}`]; n != 0 {
+			return fmt.Errorf("%v likeCount subscribers", n)
+		}
+		return nil
+	})
 	for i := range 101 {
 		c.subscribe(ctx, fmt.Sprint(i), q, map[string]any{"id": postID})
 	}

@@ -33,6 +33,8 @@ type service struct {
 	wg       sync.WaitGroup     // the background roles
 	closers  []func() error     // run in reverse order on close
 	shutdown time.Duration
+
+	beforeShutdown func() // ends websockets (1012) and the Hub's subscriptions before HTTP shuts down
 }
 
 // serve runs the service until ctx ends, then shuts down gracefully. started, when not nil, gets
@@ -345,10 +347,12 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 		// Shutdown waits for in-flight requests. Websockets are closed first, with 1012 and no
 		// "complete", so that their clients resubscribe; ending the Hub's subscriptions then lets
 		// SSE streams finish.
-		s.http.RegisterOnShutdown(func() {
+		// (Not RegisterOnShutdown: it runs its functions in goroutines that Shutdown does not wait
+		// for, so the base context could end the websockets first, with 1001.)
+		s.beforeShutdown = func() {
 			close(stopping)
 			hub.Close()
-		})
+		}
 	}
 	log.Info("postgate serving", "addr", s.listener.Addr().String(), "roles", cfg.str("roles"))
 	return s, nil
@@ -358,6 +362,9 @@ func start(ctx context.Context, cfg *Config, log *slog.Logger) (_ *service, err 
 // then stop the roles (the projector commits its offsets), then close stores and the broker.
 func (s *service) close(ctx context.Context) error {
 	var errs []error
+	if s.beforeShutdown != nil {
+		s.beforeShutdown()
+	}
 	if s.http != nil {
 		if err := s.http.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))

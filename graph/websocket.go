@@ -129,8 +129,9 @@ func (t *websocketTransport) Do(w http.ResponseWriter, r *http.Request, exec gra
 	}
 	defer t.unregister(c)
 	// The server's base context ending (a shutdown that did not close Stopping) ends the socket,
-	// not only its operations, which would otherwise look finished to the client.
-	defer context.AfterFunc(r.Context(), func() { c.close(websocket.StatusGoingAway, "server going away") })()
+	// not only its operations, which would otherwise look finished to the client: with 1012 too,
+	// so that the client reconnects.
+	defer context.AfterFunc(r.Context(), func() { c.close(closeServiceRestart, "service restart") })()
 	c.mu.Lock()
 	c.initTimer = time.AfterFunc(t.initTimeout, func() {
 		c.mu.Lock()
