@@ -115,12 +115,20 @@ func runNode(tb testing.TB, node string, limit time.Duration, args []string, env
 func TestClientsResumeAcrossRestart(t *testing.T) {
 	node := requireTool(t, "node", "Node.js 20+ with npm (Debian: apt-get install -y nodejs npm), or run .ci/install")
 	npmCI(t)
+	for _, script := range []string{"apollo-restart.mjs", "apollo-multipart-restart.mjs"} {
+		t.Run(script, func(t *testing.T) { resumeAcrossRestart(t, node, script) })
+	}
+}
+
+// resumeAcrossRestart runs a client script that subscribes, restarts the server under it
+// gracefully, likes during the gap, and lets the script check that it resumed without a gap.
+func resumeAcrossRestart(t *testing.T, node, script string) {
 	s := startServe(t)
 	tokens := []string{s.token("ada"), s.token("brian"), s.token("cleo")}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, append([]string{"apollo-restart.mjs", s.url}, tokens...)...)
+	cmd := exec.CommandContext(ctx, node, append([]string{script, s.url}, tokens...)...)
 	cmd.Dir = clientsDir
 	cmd.WaitDelay = 10 * time.Second
 	stdin, err := cmd.StdinPipe()
@@ -149,7 +157,7 @@ func TestClientsResumeAcrossRestart(t *testing.T) {
 	if postID == "" {
 		cmd.Process.Kill()
 		cmd.Wait()
-		t.Fatalf("apollo-restart.mjs never got ready: %s", stderr.String())
+		t.Fatalf("%s never got ready: %s", script, stderr.String())
 	}
 
 	// A graceful restart on the same address and data; the client retries every second.
@@ -168,7 +176,7 @@ func TestClientsResumeAcrossRestart(t *testing.T) {
 	err = cmd.Wait()
 	out := strings.Join(rest, "\n")
 	if err != nil {
-		t.Fatalf("node apollo-restart.mjs: %v\n%s\n%s", err, out, stderr.String())
+		t.Fatalf("node %s: %v\n%s\n%s", script, err, out, stderr.String())
 	}
 	t.Logf("%s", out)
 }
