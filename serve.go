@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/postgate/postgate/graph"
 	"github.com/postgate/postgate/internal/conncap"
 	"github.com/postgate/postgate/internal/retry"
+	"github.com/postgate/postgate/internal/telemetry"
 	"github.com/postgate/postgate/projector"
 	pkafka "github.com/postgate/postgate/projector/kafka"
 	"github.com/postgate/postgate/write"
@@ -40,6 +42,18 @@ type service struct {
 // serve runs the service until ctx ends, then shuts down gracefully. started, when not nil, gets
 // the HTTP address once the service accepts requests (tests use it with --addr 127.0.0.1:0).
 func serve(ctx context.Context, cfg *Config, log *slog.Logger, started func(addr string)) error {
+	// Traces are exported only when the OTEL_* variables ask for it (see internal/telemetry).
+	stopTracing, err := telemetry.Setup(ctx, moduleVersion())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(fctx); err != nil {
+			log.Warn("flushing traces failed", "err", err)
+		}
+	}()
 	s, err := start(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -412,4 +426,12 @@ func healSettings(cfg *Config) (healing, error) {
 		return h, fmt.Errorf("--anti-entropy-rate: must be at least 0, got %d", h.antiEntropyRate)
 	}
 	return h, nil
+}
+
+// moduleVersion is the module version the binary was built from ("(devel)" for a source build).
+func moduleVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.Main.Version
+	}
+	return ""
 }

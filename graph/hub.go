@@ -130,6 +130,7 @@ func (h *Hub) Publish(changes []read.Change) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, c := range changes {
+		span := pushSpan(c)
 		if c.LikesChange {
 			h.publishLikes(c)
 		}
@@ -140,6 +141,7 @@ func (h *Hub) Publish(changes []read.Change) {
 		if c.Created && !c.Deleted {
 			h.publishCreated(ctx, c)
 		}
+		span.End()
 	}
 }
 

@@ -217,6 +217,7 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 	srv.SetErrorPresenter(presentError(cfg.Logger, cfg.Metrics))
 	srv.SetRecoverFunc(recoverPanic(cfg.Logger))
 	srv.AroundOperations(cfg.Metrics.aroundOperations)
+	srv.AroundOperations(traceOperations)
 	var limits *edgeLimits // nil: none
 	if !cfg.withoutLimits {
 		limits = &edgeLimits{
@@ -237,7 +238,7 @@ func NewServer(cfg ServerConfig, r *Resolver) (http.Handler, error) {
 	srv.AroundResponses(perResponse(r))
 
 	mux := http.NewServeMux()
-	var api http.Handler = codedErrors(limitBody(cfg.MaxBodyBytes, authenticate(tokens, cfg.Metrics, srv)))
+	var api http.Handler = traceContext(codedErrors(limitBody(cfg.MaxBodyBytes, authenticate(tokens, cfg.Metrics, srv))))
 	if !cfg.withoutLimits {
 		api = withHints(api)
 	}

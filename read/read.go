@@ -8,6 +8,8 @@ import (
 	"errors"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/postgate/postgate/write"
 )
 
@@ -82,6 +84,9 @@ type Change struct {
 	// unlike; the last equals (Likes, LikeVersion). A batch commits them together, but each was a
 	// true count in the order of the events, so likeCount subscribers can be sent every one.
 	LikeSteps []LikeStep
+	// Trace is the span of the projection that made the change when its event was traced (zero
+	// otherwise): the subscription push continues that trace.
+	Trace trace.SpanContext
 }
 
 // LikeStep is the like count of a post after one like change.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"github.com/postgate/postgate/internal/telemetry"
 	"github.com/postgate/postgate/read"
 	wkafka "github.com/postgate/postgate/write/kafka"
 )
@@ -55,6 +56,8 @@ func NewChangeFollower(brokers []string, topic string, fn func([]read.Change)) *
 			log.Warn("undecodable change", "partition", m.Partition, "offset", m.Offset, "err", err)
 			return
 		}
-		fn([]read.Change{cm.change()})
+		ch := cm.change()
+		ch.Trace = telemetry.Extract(m)
+		fn([]read.Change{ch})
 	}, log)}
 }

@@ -16,8 +16,11 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/postgate/postgate/internal/retry"
+	"github.com/postgate/postgate/internal/telemetry"
 	"github.com/postgate/postgate/projector"
 	"github.com/postgate/postgate/read"
 	"github.com/postgate/postgate/write"
@@ -468,7 +471,39 @@ func (c *Consumer) applyRetry(ctx context.Context, evs []write.Event) ([]read.Ch
 func (c *Consumer) committed(items []item, changes []read.Change, start time.Time) {
 	c.metrics.applied.Add(float64(len(items)))
 	c.metrics.batch.Observe(time.Since(start).Seconds())
+	traceApplied(items, changes, start)
 	c.Announce(changes)
+}
+
+// traceApplied records a projector.apply span for each traced event of a committed batch, a
+// child of the span that published it, and hands the span of a post's last traced event to the
+// post's change, so that the subscription push joins the same trace.
+func traceApplied(items []item, changes []read.Change, start time.Time) {
+	var spans map[string]trace.SpanContext
+	for _, it := range items {
+		remote := telemetry.Extract(it.msg)
+		if !remote.IsValid() {
+			continue
+		}
+		_, span := telemetry.Tracer().Start(trace.ContextWithRemoteSpanContext(context.Background(), remote),
+			"projector.apply", trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(start),
+			trace.WithAttributes(attribute.String("messaging.system", "kafka"),
+				attribute.String("messaging.destination.name", it.msg.Topic),
+				attribute.Int64("messaging.kafka.offset", it.msg.Offset),
+				attribute.Int("messaging.destination.partition.id", int(it.msg.Partition)),
+				attribute.String("postgate.event.type", it.ev.Type),
+				attribute.Int("postgate.batch.events", len(items))))
+		span.End()
+		if spans == nil {
+			spans = map[string]trace.SpanContext{}
+		}
+		spans[it.ev.PostID] = span.SpanContext()
+	}
+	for i := range changes {
+		if sc, ok := spans[changes[i].PostID]; ok {
+			changes[i].Trace = sc
+		}
+	}
 }
 
 // Announce tells about changes that were committed to the read model outside the consumer (the
@@ -495,6 +530,7 @@ func (c *Consumer) Announce(changes []read.Change) {
 		}
 		msg := &sarama.ProducerMessage{Topic: c.changesTopic, Key: sarama.StringEncoder(ch.PostID),
 			Value: sarama.ByteEncoder(value)}
+		telemetry.InjectSpan(ch.Trace, msg)
 		// Change notifications are hints for gateways (they also reconcile with the read
 		// model): the projection must not wait for them, so one that finds the queue full
 		// (Kafka down for a while) is dropped and counted.

@@ -12,6 +12,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/postgate/postgate/internal/retry"
+	"github.com/postgate/postgate/internal/telemetry"
 	"github.com/postgate/postgate/write"
 )
 
@@ -217,6 +218,7 @@ func (p *Publisher) Publish(ctx context.Context, events []write.Event) error {
 			return err
 		}
 		msg.Metadata = b
+		telemetry.Inject(ctx, msg) // the events-topic contract allows a W3C traceparent header
 		msgs[i] = msg
 	}
 	if err := p.send(ctx, msgs); err != nil {

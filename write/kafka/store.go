@@ -6,6 +6,11 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/postgate/postgate/internal/telemetry"
 	"github.com/postgate/postgate/write"
 )
 
@@ -70,7 +75,13 @@ func NewPublishingStore(store write.EventStore, pub EventPublisher, opts ...Stor
 // Append stores events through the wrapped store, then publishes them. Its errors are the
 // wrapped store's (ErrConflict among them); a publish failure is only logged.
 func (s *PublishingStore) Append(ctx context.Context, stream string, expected int64, events []write.Event) ([]write.Event, error) {
+	ctx, span := telemetry.Tracer().Start(ctx, "eventstore.append", trace.WithAttributes(
+		attribute.String("postgate.stream", stream), attribute.Int("postgate.events", len(events))))
 	stored, err := s.EventStore.Append(ctx, stream, expected, events)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 	if err != nil || len(stored) == 0 {
 		return stored, err
 	}
@@ -88,7 +99,11 @@ func (s *PublishingStore) publish(ctx context.Context, events []write.Event) {
 	// The request may be cancelled as soon as Append returns; the publish is ours to finish.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
+	ctx, span := telemetry.Tracer().Start(ctx, "kafka.publish", trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("messaging.system", "kafka"), attribute.Int("messaging.batch.message_count", len(events))))
+	defer span.End()
 	if err := s.pub.Publish(ctx, events); err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		s.mu.Lock()
 		s.pausedUntil = s.now().Add(s.cooldown)
 		s.mu.Unlock()
