@@ -50,19 +50,19 @@ func Enabled(getenv func(string) string) bool {
 	return getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != ""
 }
 
-// Setup installs the global tracer provider and propagator when the environment asks for traces,
+// Setup installs the global tracer provider when the environment asks for traces,
 // and returns what flushes and stops it (a no-op when tracing is off).
 func Setup(ctx context.Context, version string) (shutdown func(context.Context) error, err error) {
-	otel.SetTextMapPropagator(propagator)
 	if !Enabled(os.Getenv) {
 		return func(context.Context) error { return nil }, nil
 	}
-	protocol := os.Getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-	if protocol == "" {
-		protocol = os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
-	}
-	if protocol != "" && !strings.EqualFold(protocol, "http/protobuf") {
-		return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL %q: postgate exports traces over http/protobuf only", protocol)
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
+		if p := os.Getenv(name); p != "" {
+			if !strings.EqualFold(p, "http/protobuf") {
+				return nil, fmt.Errorf("%s %q: postgate exports traces over http/protobuf only", name, p)
+			}
+			break // the traces variable, when set, overrides the general one
+		}
 	}
 	exp, err := otlptracehttp.New(ctx)
 	if err != nil {
@@ -81,37 +81,19 @@ func Setup(ctx context.Context, version string) (shutdown func(context.Context) 
 	return tp.Shutdown, nil
 }
 
-// headers adapts Kafka record headers to a propagation carrier.
-type headers struct{ h *[]sarama.RecordHeader }
-
-func (c headers) Get(key string) string {
-	for _, h := range *c.h {
-		if strings.EqualFold(string(h.Key), key) {
-			return string(h.Value)
-		}
-	}
-	return ""
-}
-
-func (c headers) Set(key, value string) {
-	*c.h = append(*c.h, sarama.RecordHeader{Key: []byte(key), Value: []byte(value)})
-}
-
-func (c headers) Keys() []string {
-	keys := make([]string, len(*c.h))
-	for i, h := range *c.h {
-		keys[i] = string(h.Key)
-	}
-	return keys
-}
-
 // Inject adds the traceparent (and tracestate) of ctx's span to m's headers; nothing when ctx
-// carries no sampled span.
+// carries no valid span.
 func Inject(ctx context.Context, m *sarama.ProducerMessage) {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return
 	}
-	propagator.Inject(ctx, headers{&m.Headers})
+	c := propagation.MapCarrier{}
+	propagator.Inject(ctx, c)
+	for _, k := range propagator.Fields() { // in a fixed order: traceparent, then tracestate
+		if v, ok := c[k]; ok {
+			m.Headers = append(m.Headers, sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
+		}
+	}
 }
 
 // InjectSpan is Inject for a span context held apart from a context.
@@ -124,20 +106,22 @@ func InjectSpan(sc trace.SpanContext, m *sarama.ProducerMessage) {
 // Extract returns the remote span context carried by a consumed message's headers (invalid when
 // there is none).
 func Extract(m *sarama.ConsumerMessage) trace.SpanContext {
-	traced := false
+	var c propagation.MapCarrier
 	for _, h := range m.Headers {
-		if h != nil && strings.EqualFold(string(h.Key), "traceparent") {
-			traced = true
+		if h == nil {
+			continue
+		}
+		for _, k := range propagator.Fields() {
+			if strings.EqualFold(string(h.Key), k) {
+				if c == nil {
+					c = propagation.MapCarrier{}
+				}
+				c[k] = string(h.Value)
+			}
 		}
 	}
-	if !traced {
+	if c == nil {
 		return trace.SpanContext{} // the common case when nothing traces: no allocation
 	}
-	hs := make([]sarama.RecordHeader, 0, len(m.Headers))
-	for _, h := range m.Headers {
-		if h != nil {
-			hs = append(hs, *h)
-		}
-	}
-	return trace.SpanContextFromContext(propagator.Extract(context.Background(), headers{&hs}))
+	return trace.SpanContextFromContext(propagator.Extract(context.Background(), c))
 }
